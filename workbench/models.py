@@ -1,0 +1,333 @@
+"""Turn a model spec into a loaded model handle, once, and share it.
+
+A spec is one of: the offline default `gemma-3-270m`; a local Hugging Face folder; a registered
+checkpoint `ckpt:NAME`; or a Hugging Face hub name. Every handle wraps the same three things the
+probes need: a TransformerLens `TransformerBridge` (hooks on every activation over the unmodified
+HF model), its tokenizer, and the model's facts (sizes, chat template, weight fingerprint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .default_model import DEFAULT_MODEL, QUANTIZATION_NOTE, ensure_default_model, source_note
+from .errors import ModelLoadError
+
+Progress = Callable[[float, str], None]
+CHECKPOINT_PREFIX = "ckpt:"
+_WEIGHT_SUFFIXES = (".safetensors",)
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the model card shows, and what cache keys are built from (`fingerprint`)."""
+
+    spec: str
+    source: str  # "default" | "folder" | "checkpoint" | "hub"
+    path: str
+    architecture: str
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    d_head: int
+    d_mlp: int
+    d_vocab: int
+    n_ctx: int
+    n_params: int
+    layer_types: tuple[str, ...] | None
+    sliding_window: int | None
+    chat_template: str | None
+    fingerprint: str
+    dtype: str
+    load_seconds: float
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ModelHandle:
+    """A loaded model: the bridge (hooks), the tokenizer and the facts, used by every probe."""
+
+    bridge: Any
+    tokenizer: Any
+    facts: ModelFacts
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def hf_model(self) -> torch.nn.Module:
+        """The underlying Hugging Face model; its modules carry the bridge's hook points."""
+        return self.bridge.original_model
+
+    @property
+    def n_layers(self) -> int:
+        return self.facts.n_layers
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf_model.parameters()).device
+
+    def encode(self, text: str, prepend_bos: bool = True) -> list[int]:
+        """Token ids of `text`, with the model's BOS token in front unless told otherwise."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        bos = self.tokenizer.bos_token_id
+        return ([bos] if prepend_bos and bos is not None else []) + list(ids)
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def str_tokens(self, ids) -> list[str]:
+        return [self.tokenizer.decode([i]) for i in ids]
+
+
+# --------------------------------------------------------------------------- spec resolution
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    source: str
+    path: str  # a local folder, or the hub name for source == "hub"
+    note: str | None = None
+
+
+_checkpoint_resolver: Callable[[str], Path] | None = None
+
+
+def set_checkpoint_resolver(resolver: Callable[[str], Path]) -> None:
+    """Seam for the checkpoint registry: map `ckpt:NAME` to a local HF folder."""
+    global _checkpoint_resolver
+    _checkpoint_resolver = resolver
+
+
+def resolve_spec(spec: str, progress: Progress | None = None) -> ResolvedSpec:
+    spec = (spec or "").strip()
+    if not spec:
+        raise ModelLoadError("No model given. Use 'gemma-3-270m', a local folder, 'ckpt:NAME' or a hub name.")
+    if spec == DEFAULT_MODEL:
+        folder = ensure_default_model(progress)
+        return ResolvedSpec("default", str(folder), QUANTIZATION_NOTE)
+    if spec.startswith(CHECKPOINT_PREFIX):
+        name = spec[len(CHECKPOINT_PREFIX):]
+        if _checkpoint_resolver is None:
+            try:
+                from . import registry  # noqa: F401  (registers its resolver on import)
+            except ImportError:
+                pass
+        if _checkpoint_resolver is None:
+            raise ModelLoadError("No checkpoint registry is available to resolve " + spec)
+        folder = _checkpoint_resolver(name)
+        return ResolvedSpec("checkpoint", str(folder), source_note(folder))
+    path = Path(spec).expanduser()
+    if path.exists() or spec.startswith((".", "/", "~")) or os.sep in spec and spec.count("/") > 1:
+        if not path.exists():
+            raise ModelLoadError(f"Model folder {spec} does not exist.")
+        if not path.is_dir():
+            raise ModelLoadError(f"{spec} is a file, not a model folder. Give the folder that holds config.json and *.safetensors.")
+        return ResolvedSpec("folder", str(path.resolve()), source_note(path))
+    return ResolvedSpec("hub", spec)
+
+
+def _check_folder(folder: Path) -> None:
+    if not (folder / "config.json").exists():
+        raise ModelLoadError(f"{folder} has no config.json: it is not a Hugging Face model folder.")
+    names = [p.name for p in folder.iterdir()]
+    if not any(n.endswith(_WEIGHT_SUFFIXES) for n in names):
+        pickled = [n for n in names if n.endswith(_PICKLE_SUFFIXES)]
+        if pickled:
+            raise ModelLoadError(
+                f"{folder} holds only pickle weights ({', '.join(sorted(pickled))}). The workbench loads safetensors "
+                "only, since pickle files can run code. Convert them with save_pretrained(safe_serialization=True)."
+            )
+        raise ModelLoadError(f"{folder} has no *.safetensors weights.")
+    for weights in folder.glob("*.safetensors"):
+        _check_safetensors_header(weights)
+
+
+def _check_safetensors_header(path: Path) -> None:
+    """Fail fast, with a readable message, on truncated or non-safetensors files."""
+    import json
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise ValueError("file too short")
+            (n,) = struct.unpack("<Q", head)
+            size = path.stat().st_size
+            if n <= 0 or 8 + n > size:
+                raise ValueError("header length beyond the end of the file")
+            header = json.loads(fh.read(n))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            if 8 + n + end > size:
+                raise ValueError(f"file is truncated ({size} bytes, tensors need {8 + n + end})")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{path.name} in {path.parent} is not a valid safetensors file ({exc}).") from exc
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    """One quick TCP connect instead of the hub client's long retry loop."""
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _hub_folder(name: str, progress: Progress | None) -> Path:
+    """Download (or find in the HF cache) a hub model's safetensors, config and tokenizer."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja"]
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
+    try:
+        try:
+            return Path(snapshot_download(name, allow_patterns=patterns, local_files_only=True))
+        except LocalEntryNotFoundError:
+            if offline:
+                raise ModelLoadError(
+                    f"Model '{name}' is not a local folder, not a registered checkpoint, and not in the Hugging Face "
+                    "cache; the hub is switched off (HF_HUB_OFFLINE=1). Use 'gemma-3-270m' or a local folder."
+                ) from None
+        if not _hub_reachable():
+            raise ModelLoadError(
+                f"Model '{name}' is not cached and the Hugging Face hub cannot be reached from this machine. "
+                "Use 'gemma-3-270m', a local folder, or download the model where the hub is reachable."
+            )
+        if progress:
+            progress(0.1, f"Downloading {name} from the Hugging Face hub")
+        return Path(snapshot_download(name, allow_patterns=patterns))
+    except (RepositoryNotFoundError, HFValidationError) as exc:
+        raise ModelLoadError(f"'{name}' is not a model on the Hugging Face hub, a local folder or a checkpoint.") from exc
+
+
+# --------------------------------------------------------------------------- loading
+
+def weight_fingerprint(model: torch.nn.Module) -> str:
+    """A content hash of the weights from a strided sample of every tensor: cheap, and it changes
+    whenever training changes the weights, so cached results never outlive the model they describe."""
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in sorted(model.state_dict().items()):
+            flat = p.detach().reshape(-1)
+            step = max(1, flat.numel() // 4096)
+            h.update(name.encode())
+            h.update(str(tuple(p.shape)).encode())
+            h.update(flat[::step].to(torch.float32).cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _facts(spec: str, resolved: ResolvedSpec, bridge, tokenizer, seconds: float) -> ModelFacts:
+    cfg = bridge.original_model.config
+    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    tl = bridge.cfg
+    layer_types = getattr(text_cfg, "layer_types", None)
+    return ModelFacts(
+        spec=spec,
+        source=resolved.source,
+        path=resolved.path,
+        architecture=(cfg.architectures or [type(bridge.original_model).__name__])[0],
+        n_layers=tl.n_layers,
+        n_heads=tl.n_heads,
+        n_kv_heads=getattr(tl, "n_key_value_heads", None) or tl.n_heads,
+        d_model=tl.d_model,
+        d_head=tl.d_head,
+        d_mlp=getattr(tl, "d_mlp", 0) or 0,
+        d_vocab=tl.d_vocab,
+        n_ctx=tl.n_ctx,
+        n_params=sum(p.numel() for p in bridge.original_model.parameters()),
+        layer_types=tuple(layer_types) if layer_types else None,
+        sliding_window=getattr(text_cfg, "sliding_window", None),
+        chat_template=getattr(tokenizer, "chat_template", None),
+        fingerprint=weight_fingerprint(bridge.original_model),
+        dtype=str(tl.dtype).replace("torch.", ""),
+        load_seconds=round(seconds, 2),
+        note=resolved.note,
+    )
+
+
+def _boot(folder: Path, device: str, dtype: torch.dtype):
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from . import compat
+
+    compat.install()
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except Exception as exc:  # tokenizer files come in many broken shapes
+        raise ModelLoadError(f"Could not read the tokenizer in {folder}: {exc}") from exc
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True)
+    except Exception as exc:
+        raise ModelLoadError(f"Could not load the weights in {folder}: {exc}") from exc
+    hf_model.to(device).eval()
+    try:
+        bridge = TransformerBridge.boot_transformers(
+            str(folder), device=device, dtype=dtype, tokenizer=tokenizer, hf_model=hf_model
+        )
+    except Exception as exc:
+        raise ModelLoadError(f"TransformerLens does not support this model ({exc}).") from exc
+    bridge.eval()
+    return bridge, tokenizer
+
+
+class ModelCache:
+    """A small LRU of loaded models, so the app and notebooks load each model once."""
+
+    def __init__(self, capacity: int = 2):
+        self.capacity = capacity
+        self._models: OrderedDict[tuple, ModelHandle] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, spec: str, device: str, dtype: torch.dtype, progress: Progress | None) -> ModelHandle:
+        resolved = resolve_spec(spec, progress)
+        key = (resolved.path, device, str(dtype))
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            if resolved.source == "hub":
+                folder = _hub_folder(resolved.path, progress)
+            else:
+                folder = Path(resolved.path)
+            _check_folder(folder)
+            if progress:
+                progress(0.9, f"Loading {spec}")
+            start = time.time()
+            bridge, tokenizer = _boot(folder, device, dtype)
+            handle = ModelHandle(bridge, tokenizer, _facts(spec, resolved, bridge, tokenizer, time.time() - start))
+            self._models[key] = handle
+            while len(self._models) > self.capacity:
+                self._models.popitem(last=False)
+            return handle
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+MODELS = ModelCache(capacity=int(os.environ.get("WORKBENCH_MAX_MODELS", "2")))
+
+
+def load(spec: str = DEFAULT_MODEL, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
+         progress: Progress | None = None) -> ModelHandle:
+    """Load a model by spec (default model, folder, `ckpt:NAME` or hub name); cached per process."""
+    return MODELS.get(str(spec), device, dtype, progress)
