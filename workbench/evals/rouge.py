@@ -24,7 +24,7 @@ from babel import Locale, UnknownLocaleError
 from babel.core import get_global
 from rouge_score import rouge_scorer, tokenizers
 
-__all__ = ["UnknownLanguageError", "token_unit", "tokenize", "rouge", "ROUGE_TYPES"]
+__all__ = ["UnknownLanguageError", "primary_language", "token_unit", "tokenize", "rouge", "ROUGE_TYPES"]
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -47,6 +47,11 @@ class UnknownLanguageError(ValueError):
     """The language code is not one CLDR knows (e.g. ``"xx"`` or ``"english"``)."""
 
 
+def primary_language(lang: str) -> str:
+    """The language subtag of a code, lower-cased: ``"zh_TW"`` and ``"zh-Hant"`` give ``"zh"``."""
+    return lang.strip().replace("_", "-").split("-")[0].lower()
+
+
 @lru_cache(maxsize=None)
 def token_unit(lang: str) -> TokenUnit:
     """How text in ``lang`` (an ISO 639 code, optionally with region: ``zh-CN``) is tokenized.
@@ -54,9 +59,8 @@ def token_unit(lang: str) -> TokenUnit:
     The decision follows the language's usual script in CLDR, so e.g. Cantonese (``yue``) is
     segmented like Chinese.
     """
-    primary = lang.strip().replace("_", "-").split("-")[0].lower()
     try:
-        language = Locale.parse(primary).language
+        language = Locale.parse(primary_language(lang)).language
     except (UnknownLocaleError, ValueError) as error:
         raise UnknownLanguageError(
             f"unknown language code {lang!r}: use an ISO 639 code such as 'en', 'zh' or 'ja'"

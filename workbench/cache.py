@@ -1,0 +1,126 @@
+"""Result cache: memory first, then disk, keyed by (model fingerprint, probe, params, data hash).
+
+A repeated request or a slider move that needs no new model run is answered from here. Entries on
+disk are pickled result objects signed with an HMAC whose key lives in WORKBENCH_HOME, so a file
+that was not written by this installation is never unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import pickle
+import secrets
+import threading
+from collections import OrderedDict
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from .paths import atomic_write_bytes, subdir, workbench_home
+
+T = TypeVar("T")
+
+
+def _canonical(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return _canonical(asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, float):
+        return repr(obj)
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    if isinstance(obj, Path):
+        return str(obj)
+    return repr(obj)
+
+
+def stable_hash(*parts: Any) -> str:
+    """A hash of JSON-able parts (dataclasses, dicts, lists, numbers, strings) that is stable
+    across processes, used for cache keys and data hashes."""
+    blob = json.dumps(_canonical(list(parts)), ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+
+
+class ResultCache:
+    def __init__(self, root: Path | None = None, memory_items: int = 64):
+        self._root = root
+        self._memory: OrderedDict[str, Any] = OrderedDict()
+        self._memory_items = memory_items
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def root(self) -> Path:
+        return self._root or subdir("results")
+
+    def _secret(self) -> bytes:
+        path = workbench_home() / ".cache-key"
+        if not path.exists():
+            atomic_write_bytes(path, secrets.token_bytes(32))
+            os.chmod(path, 0o600)
+        return path.read_bytes()
+
+    def key(self, fingerprint: str, probe: str, params: Any, data: Any = None) -> str:
+        return f"{probe}-{stable_hash(fingerprint, probe, params, data)}"
+
+    def get(self, key: str) -> Any | None:
+        with self._lock:
+            if key in self._memory:
+                self._memory.move_to_end(key)
+                return self._memory[key]
+        path = self.root / f"{key}.pkl"
+        if not path.exists():
+            return None
+        blob = path.read_bytes()
+        sig, payload = blob[:32], blob[32:]
+        if not hmac.compare_digest(sig, hmac.new(self._secret(), payload, hashlib.sha256).digest()):
+            return None  # not written by this installation: ignore, never unpickle
+        try:
+            value = pickle.loads(payload)
+        except Exception:  # a result class changed shape since: recompute
+            return None
+        self._remember(key, value)
+        return value
+
+    def put(self, key: str, value: Any) -> None:
+        self._remember(key, value)
+        payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        sig = hmac.new(self._secret(), payload, hashlib.sha256).digest()
+        try:
+            atomic_write_bytes(self.root / f"{key}.pkl", sig + payload)
+        except OSError:
+            pass  # a full or read-only disk costs speed, not correctness
+
+    def _remember(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._memory[key] = value
+            self._memory.move_to_end(key)
+            while len(self._memory) > self._memory_items:
+                self._memory.popitem(last=False)
+
+    def get_or_compute(self, key: str, compute: Callable[[], T]) -> T:
+        value = self.get(key)
+        if value is not None:
+            self.hits += 1
+            return value
+        self.misses += 1
+        value = compute()
+        self.put(key, value)
+        return value
+
+
+RESULTS = ResultCache()
+
+
+def cached(probe: str, handle, params: Any, data: Any, compute: Callable[[], T], use_cache: bool = True) -> T:
+    """Run `compute()` once per (model weights, probe, params, data); later calls read the cache."""
+    if not use_cache:
+        return compute()
+    return RESULTS.get_or_compute(RESULTS.key(handle.facts.fingerprint, probe, params, data), compute)

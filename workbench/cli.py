@@ -1,0 +1,96 @@
+"""The `workbench` command: the same API as the app and notebooks, from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from .errors import WorkbenchError  # noqa: E402
+
+COMMANDS: dict[str, tuple[str, callable, callable]] = {}
+
+
+def command(name: str, help: str):
+    """Register a subcommand: `configure(parser)` adds its arguments, `run(args)` does the work."""
+
+    def wrap(pair):
+        configure, run = pair
+        COMMANDS[name] = (help, configure, run)
+        return pair
+
+    return wrap
+
+
+def _info_configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", nargs="?", default="gemma-3-270m", help="model spec")
+    p.add_argument("--json", action="store_true", help="print the facts as JSON")
+
+
+def _info_run(args) -> None:
+    from tqdm import tqdm
+
+    from . import load
+
+    bar = tqdm(total=100, desc="loading", unit="%", disable=args.json)
+
+    def report(fraction: float, message: str) -> None:
+        bar.set_description(message)
+        bar.update(max(0, int(fraction * 100) - bar.n))
+
+    handle = load(args.spec, progress=report)
+    bar.close()
+    facts = handle.facts.to_dict()
+    if not args.json:
+        facts.pop("chat_template", None)
+    print(json.dumps(facts, indent=2, default=str) if args.json else "\n".join(f"{k:>15}: {v}" for k, v in facts.items()))
+
+
+command("info", "load a model and print its facts")((_info_configure, _info_run))
+
+
+def _app_configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="gemma-3-270m")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+
+
+def _app_run(args) -> None:
+    from .server import launch
+
+    launch(args.model, host=args.host, port=args.port)
+
+
+command("app", "start the web app")((_app_configure, _app_run))
+
+
+def _load_plugins() -> None:
+    """Subcommands that live with their feature (trainers, evaluations) register on import."""
+    import importlib
+    import importlib.util
+
+    for module in ("trainers.cli", "workbench.evals.cli", "probes.cli"):
+        if importlib.util.find_spec(module.split(".")[0]) and importlib.util.find_spec(module):
+            importlib.import_module(module)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _load_plugins()
+    parser = argparse.ArgumentParser(prog="workbench", description="Multilingual interpretability workbench")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, configure, _) in COMMANDS.items():
+        configure(sub.add_parser(name, help=help_text))
+    args = parser.parse_args(argv)
+    try:
+        COMMANDS[args.command][2](args)
+    except WorkbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""What every tab shares: turning errors into readable messages, progress, and file exports.
+
+Tabs stay thin: parse inputs, call the same probe/trainer API a notebook uses, show the result.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import gradio as gr
+
+from ..errors import WorkbenchError
+
+log = logging.getLogger("workbench.ui")
+
+
+def friendly(fn: Callable) -> Callable:
+    """Wrap a Gradio handler: user errors become a clear message, bugs a short one plus a log
+    entry; never a stack trace in the page, and the app keeps serving."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except (WorkbenchError, ValueError, KeyError, IndexError, FileNotFoundError) as exc:
+            raise gr.Error(_message(exc)) from None
+        except MemoryError:
+            raise gr.Error("Out of memory: try fewer items, a shorter prompt or a smaller model.") from None
+        except Exception as exc:  # noqa: BLE001 - the UI must survive any bug
+            log.exception("Handler %s failed", getattr(fn, "__name__", fn))
+            raise gr.Error(f"Internal error ({type(exc).__name__}): {_message(exc)}. See the server log.") from None
+
+    return wrapper
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.strip("'\"") if isinstance(exc, KeyError) else text
+
+
+def progress_callback(progress: Any) -> Callable[[float, str], None]:
+    """Adapt gr.Progress to the API's `progress(fraction, message)` callbacks."""
+
+    def report(fraction: float, message: str = "") -> None:
+        if progress is not None:
+            progress(max(0.0, min(1.0, float(fraction))), desc=message)
+
+    return report
+
+
+def export_dir() -> Path:
+    path = Path(tempfile.gettempdir()) / "workbench-exports"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def export_frame(frame, stem: str, kind: str = "csv") -> str:
+    """Write a DataFrame as CSV or JSON for a gr.File download; returns the path."""
+    fd, name = tempfile.mkstemp(prefix=f"{stem}-", suffix=f".{kind}", dir=export_dir())
+    os.close(fd)
+    if kind == "csv":
+        frame.to_csv(name, index=False)
+    else:
+        frame.to_json(name, orient="records", force_ascii=False, indent=1)
+    return name
+
+
+def export_json(obj: Any, stem: str) -> str:
+    fd, name = tempfile.mkstemp(prefix=f"{stem}-", suffix=".json", dir=export_dir())
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, ensure_ascii=False, indent=1, default=str)
+    return name
+
+
+def export_html(figures: list, stem: str, title: str = "") -> str:
+    """A self-contained HTML file (plotly.js inlined) holding the given figures."""
+    fd, name = tempfile.mkstemp(prefix=f"{stem}-", suffix=".html", dir=export_dir())
+    parts = [f"<h1>{title}</h1>" if title else ""]
+    for i, fig in enumerate(figures):
+        parts.append(fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False))
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body>{''.join(parts)}</body></html>")
+    return name
+
+
+def demo_mode() -> bool:
+    """WORKBENCH_DEMO=1 (set on the public Space): capped inputs, no training."""
+    return os.environ.get("WORKBENCH_DEMO", "").lower() in {"1", "true", "yes"}
