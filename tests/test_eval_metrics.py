@@ -141,7 +141,8 @@ def test_conflict_handled_only_when_both_sides_given():
 
 
 def test_conflict_handled_through_resolution():
-    assert handled_conflicts("15 dead, according to the official figure.", [RESOLVED], "en") == [True]
+    official = "15 dead, according to the official figure."
+    assert handled_conflicts(official, [RESOLVED], "en") == [True]
     assert handled_conflicts("15 people died.", [RESOLVED], "en") == [False]
     # a resolution naming both values needs both values in the summary
     assert handled_conflicts("The later count: 15.", [SUPERSEDED], "en") == [False]
@@ -206,6 +207,7 @@ def test_bootstrap_bounds_and_normal_approximation():
     [
         ([], {}, "non-empty"),
         ([0.1, float("nan")], {}, "NaN"),
+        (["high", "low"], {}, "needs numbers"),
         ([0.1, 0.2], {"confidence": 95}, "between 0 and 1"),
         ([0.1, 0.2], {"n_resamples": 0}, "at least 1"),
     ],

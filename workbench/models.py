@@ -271,7 +271,8 @@ def _boot(folder: Path, device: str, dtype: torch.dtype):
     compat.install()
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        # add_bos_token=True up front: otherwise TL reloads the whole tokenizer (seconds for Gemma's 262k vocab).
+        tokenizer = AutoTokenizer.from_pretrained(folder, add_bos_token=True)
     except Exception as exc:  # tokenizer files come in many broken shapes
         raise ModelLoadError(f"Could not read the tokenizer in {folder}: {exc}") from exc
     try:

@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 from babel import Locale, UnknownLocaleError
 
+from workbench.errors import InputError
+
 __all__ = [
     "SAMPLE_PATH",
     "PIPELINES",
@@ -61,7 +63,7 @@ _REPORT_FIELDS = ("lang_abbr", "lang_full", "date", "title", "article")
 _EVENT_FIELDS = ("date", "description", "category", "news")
 
 
-class GlobeSummError(ValueError):
+class GlobeSummError(InputError):
     """A GlobeSumm file or record is malformed, or a summarization request cannot be met."""
 
 
@@ -133,7 +135,10 @@ def load_events(path: str | Path | None = None) -> list[Event]:
     path = Path(path) if path is not None else SAMPLE_PATH
     if not path.is_file():
         raise GlobeSummError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise GlobeSummError(f"{path}: not UTF-8 text ({error.reason})") from error
     if not text.strip():
         raise GlobeSummError(f"{path}: the file is empty")
     records = _parse_records(text, path)

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
+from workbench.errors import InputError
+
 __all__ = ["bootstrap_ci"]
 
 
@@ -26,15 +28,18 @@ def bootstrap_ci(
     the same mean, so the interval is that value at both ends: a degenerate interval, not proof
     of certainty.
     """
-    data = np.asarray(values, dtype=float)
+    try:
+        data = np.asarray(values, dtype=float)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"bootstrap_ci needs numbers: {error}") from error
     if data.ndim != 1 or data.size == 0:
-        raise ValueError("bootstrap_ci needs a non-empty one-dimensional list of numbers")
+        raise InputError("bootstrap_ci needs a non-empty one-dimensional list of numbers")
     if not np.all(np.isfinite(data)):
-        raise ValueError("bootstrap_ci got NaN or infinite values; drop or fix them first")
+        raise InputError("bootstrap_ci got NaN or infinite values; drop or fix them first")
     if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+        raise InputError(f"confidence must be between 0 and 1, got {confidence}")
     if n_resamples < 1:
-        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
+        raise InputError(f"n_resamples must be at least 1, got {n_resamples}")
     mean = float(data.mean())
     if data.size == 1 or np.all(data == data[0]):
         return mean, mean, mean

@@ -61,8 +61,9 @@ _CJK = (
 _CJK_TOKEN = re.compile(rf"[{_CJK}]|(?:(?![{_CJK}])[^\W_])+")
 _WORD_TOKEN = re.compile(r"[^\W_]+")
 
-# Function words only. Negations (not, ne/pas, nicht/kein, no, 不/没) are deliberately kept as
-# content, and so are numbers: both carry the claims faithfulness is about. General-purpose
+# Function words, plus yes/no particles and negations: matching is against the set of all
+# document tokens, which nearly always contains "not", so negations cannot be checked this way
+# and would only mark a bare "No." as unsupported. Numbers are never removed. General-purpose
 # stop-word lists (e.g. the `stop-words` package) are built for retrieval and also drop numbers
 # and common content verbs ("added", "10"), which would hide exactly the invented details.
 _STOPWORDS: dict[str, frozenset[str]] = {
@@ -73,14 +74,14 @@ _STOPWORDS: dict[str, frozenset[str]] = {
         our you your he him his she her they them their who whom whose which what when where
         why how also very just only too s t if because while although though both either each
         every all any some such own same other more most less much many few over under up down
-        out off again once""".split()
+        out off again once yes no not nor""".split()
     ),
     "fr": frozenset(
         """le la les l un une des du de d au aux et ou mais donc or ni car à a en dans sur sous
         par pour avec chez vers entre ce cet cette ces c ça cela ceci se s qui que qu quoi dont
         où il ils elle elles on je j me m te t tu nous vous lui leur leurs son sa ses mon ma mes
         ton ta tes notre nos votre vos y est sont était étaient être été ont avait avaient avoir
-        eu fait très plus aussi comme si tout tous toute toutes même""".split()
+        eu fait très plus aussi comme si tout tous toute toutes même oui non ne n pas""".split()
     ),
     "de": frozenset(
         """der die das den dem des ein eine einen einem einer eines und oder aber denn sondern
@@ -89,15 +90,15 @@ _STOPWORDS: dict[str, frozenset[str]] = {
         seinen seinem ihre ihrer ihren ihrem wir uns unser ich mich mir du dich dir man sich
         ist sind war waren wird werden wurde wurden hat haben hatte hatten gewesen kann können
         konnte muss müssen soll sollte auch sehr noch schon nur so da dort hier diese dieser
-        dieses diesen diesem welche welcher welches""".split()
+        dieses diesen diesem welche welcher welches ja nein nicht""".split()
     ),
     "es": frozenset(
         """el la los las lo un una unos unas y o pero ni de del a al en con por para sobre entre
         hasta desde que quien cual como cuando donde se su sus le les me te nos os mi mis tu
         tus es son era eran fue fueron ser estar está están ha han había haber muy más también
-        ya este esta estos estas ese esa esos esas""".split()
+        ya este esta estos estas ese esa esos esas sí si no""".split()
     ),
-    "zh": frozenset("的了是在和与及也都就而或把被这那之其于以为着过吗呢吧啊个些有对从到向很又还并则即所等地得"),
+    "zh": frozenset("的了是在和与及也都就而或把被这那之其于以为着过吗呢吧啊个些有对从到向很又还并则即所等地得不没"),
     "ja": frozenset("のにはをがでともへやかねよたてだなすましるれいうこそあ"),
 }
 

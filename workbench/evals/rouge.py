@@ -24,7 +24,16 @@ from babel import Locale, UnknownLocaleError
 from babel.core import get_global
 from rouge_score import rouge_scorer, tokenizers
 
-__all__ = ["UnknownLanguageError", "primary_language", "token_unit", "tokenize", "rouge", "ROUGE_TYPES"]
+from workbench.errors import InputError
+
+__all__ = [
+    "UnknownLanguageError",
+    "primary_language",
+    "token_unit",
+    "tokenize",
+    "rouge",
+    "ROUGE_TYPES",
+]
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -43,7 +52,7 @@ _CHAR_PATTERN = regex.compile(
 _HAS_CONTENT = regex.compile(r"[\p{L}\p{N}]")
 
 
-class UnknownLanguageError(ValueError):
+class UnknownLanguageError(InputError):
     """The language code is not one CLDR knows (e.g. ``"xx"`` or ``"english"``)."""
 
 

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 import regex
 
 from workbench.datasets.globesumm import Conflict, Event
+from workbench.errors import InputError
 from workbench.evals.rouge import primary_language, rouge, token_unit, tokenize
 
 __all__ = [
@@ -49,11 +50,12 @@ __all__ = [
 
 _FUNCTION_WORDS = {
     "en": """a an the and or but nor of in on at to for from by with as into onto about after
-        before over under than that this these those which who whom whose what is are was were be
-        been being has have had do does did it its they their them he his him she her we our you
-        your i my me will would shall should can could might must there also so if then per""",
-    "fr": """le la les l un une des du de d et ou mais à au aux en dans sur par pour avec que qui
-        qu ce cet cette ces son sa ses leur leurs il elle ils elles est sont était a ont été se s y""",
+        before over under than that this these those which who whom whose what is are was were
+        be been being has have had do does did it its they their them he his him she her we our
+        you your i my me will would shall should can could might must there also so if then per""",
+    "fr": """le la les l un une des du de d et ou mais à au aux en dans sur par pour avec que
+        qui qu ce cet cette ces son sa ses leur leurs il elle ils elles est sont était a ont été
+        se s y""",
     "de": """der die das den dem des ein eine einen einem einer eines und oder aber in im an am auf
         aus bei mit nach von vom zu zum zur für über um als dass ist sind war waren hat haben wurde
         wurden wird werden es er sie sich auch""",
@@ -84,7 +86,7 @@ def redundancy(summary: str, lang: str, n: int | None = None) -> float:
     if n is None:
         n = 6 if token_unit(lang) == "char" else 3
     if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+        raise InputError(f"n must be at least 1, got {n}")
     tokens = tokenize(summary, lang)
     grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     if not grams:
@@ -115,7 +117,7 @@ def _share_present(needed: set[str], present: set[str]) -> float:
 def _content_set(text: str, lang: str, what: str) -> set[str]:
     tokens = set(content_tokens(text, lang))
     if not tokens:
-        raise ValueError(f"{what} {text!r} has no content words to look for")
+        raise InputError(f"{what} {text!r} has no content words to look for")
     return tokens
 
 
@@ -133,7 +135,7 @@ def covered_facts(
 def coverage(summary: str, key_facts: Sequence[str], lang: str, threshold: float = 0.5) -> float:
     """Share of ``key_facts`` covered by ``summary``; omission is ``1 - coverage``."""
     if not key_facts:
-        raise ValueError("coverage needs at least one key fact")
+        raise InputError("coverage needs at least one key fact")
     flags = covered_facts(summary, key_facts, lang, threshold)
     return sum(flags) / len(flags)
 
@@ -153,7 +155,7 @@ def _handled(conflict: Conflict, present: set[str], lang: str, threshold: float)
     for value, tokens in zip(conflict.values, value_tokens):
         distinguishing = tokens - shared
         if not distinguishing:
-            raise ValueError(
+            raise InputError(
                 f"conflict on {conflict.fact!r}: value {value!r} has no word that tells it apart "
                 "from the other values"
             )
@@ -174,7 +176,7 @@ def conflict_handling(
 ) -> float:
     """Share of ``conflicts`` the summary handles (see the module notes)."""
     if not conflicts:
-        raise ValueError("conflict_handling needs at least one conflict")
+        raise InputError("conflict_handling needs at least one conflict")
     flags = handled_conflicts(summary, conflicts, lang, threshold)
     return sum(flags) / len(flags)
 
@@ -189,7 +191,7 @@ def score_summary(summary: str, event: Event, lang: str) -> dict[str, float]:
     """
     has_references = bool(event.reference_summary or event.key_facts or event.conflicts)
     if has_references and primary_language(lang) != primary_language(event.reference_lang):
-        raise ValueError(
+        raise InputError(
             f"the event's reference, key facts and conflicts are in {event.reference_lang!r}, "
             f"the summary in {lang!r}: score a summary written in {event.reference_lang!r}"
         )

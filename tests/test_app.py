@@ -1,0 +1,77 @@
+"""The app starts on loopback, serves its page, answers a model-info request, and shuts down."""
+
+import socket
+import urllib.request
+
+import pytest
+
+from workbench.server import build
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served_app(tiny_folders):
+    app = build(str(tiny_folders["llama"]))
+    port = _free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield app, port, str(tiny_folders["llama"])
+    app.close()
+
+
+def test_binds_loopback_and_serves_page(served_app):
+    app, port, _ = served_app
+    assert app.server_name == "127.0.0.1"
+    html = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read().decode()
+    assert "<html" in html.lower()
+
+
+def test_model_info_through_client(served_app):
+    from gradio_client import Client
+
+    _, port, folder = served_app
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    card = client.predict(folder, api_name="/model_info")
+    assert "2 layers, 4 heads" in card and "LlamaForCausalLM" in card
+
+
+def test_bad_spec_is_a_message_not_a_trace(served_app):
+    from gradio_client import Client
+
+    _, port, _ = served_app
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    with pytest.raises(Exception) as info:
+        client.predict("./no/such/model", api_name="/model_info")
+    assert "does not exist" in str(info.value)
+    assert "Traceback" not in str(info.value)
+
+
+def test_app_py_defaults_to_loopback():
+    import app as app_module
+
+    seen = {}
+
+    def fake_launch(model, host, port, preload):
+        seen.update(model=model, host=host, port=port)
+
+    import workbench.server
+
+    original = workbench.server.launch
+    workbench.server.launch = fake_launch
+    try:
+        app_module.main([])
+    finally:
+        workbench.server.launch = original
+    assert seen == {"model": "gemma-3-270m", "host": "127.0.0.1", "port": 7860}
+
+
+def test_cli_info(tiny_folders, capsys):
+    from workbench.cli import main
+
+    assert main(["info", str(tiny_folders["qwen2"]), "--json"]) == 0
+    assert '"n_layers": 2' in capsys.readouterr().out
+    assert main(["info", "./missing/folder"]) == 2
