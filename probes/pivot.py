@@ -421,6 +421,10 @@ def pivot(handle: ModelHandle, items_or_pairs: Any, task: str = "translation", *
     if not isinstance(k_shot, int) or isinstance(k_shot, bool) or k_shot < 0:
         raise InputError(f"k_shot must be a whole number >= 0, got {k_shot!r}.")
     rows = item_rows(items_or_pairs, task, src, tgt)
+    usable = sum(_usable(r, task) for r in rows)
+    if k_shot >= usable:
+        raise InputError(f"k_shot={k_shot} is larger than the data: {usable} usable items leave at most "
+                         f"{max(0, usable - 1)} examples per query. Lower k or add items.")
     params = {"task": task, "src": src, "tgt": tgt, "k_shot": k_shot, "seed": seed}
     return cached("pivot", handle, params, rows,
                   lambda: _run(handle, rows, task, src, tgt, k_shot, seed, batch_size, progress), use_cache)
@@ -432,15 +436,13 @@ def _run(handle: ModelHandle, rows: list[dict], task: str, src: str, tgt: str, k
     dropped: list[Dropped] = []
     complete = []
     for i, row in enumerate(rows):
-        gaps = [name for name, ok in (("source", row["src"]), ("target", row["tgt"]), ("English", row["en"]),
-                                      ("sentence", row.get("sentence", True))) if not ok]
+        gaps = [what for what, ok in ((f"the {src} word", row["src"]), (f"the {tgt} word", row["tgt"]),
+                                      ("the en word", row["en"]), ("the sentence", row.get("sentence", True))) if not ok]
         if gaps:
-            dropped.append(Dropped(i, row["concept"], f"missing the {' and '.join(gaps)} word"))
+            dropped.append(Dropped(i, row["concept"], "missing " + " and ".join(dict.fromkeys(gaps))))
         else:
             complete.append(i)
     words = [{src: rows[i]["src"], tgt: rows[i]["tgt"], "en": rows[i]["en"]} for i in complete]
-    if task == "translation":
-        words = [{**w, src: rows[i]["src"]} for w, i in zip(words, complete)]
     sets = build_token_sets(handle.tokenizer, words, languages, [rows[i]["concept"] for i in complete])
     dropped += [Dropped(complete[d.index], d.concept, d.reason) for d in sets.dropped]
     kept = [complete[j] for j in sets.kept]

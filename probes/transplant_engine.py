@@ -89,10 +89,11 @@ def _expanded(cache, rows: int):
 
 @dataclass
 class RowsOutput:
-    """What one batch of rows produced: logits over the step's positions and, when asked, the
-    greedy continuation of each row (stop tokens excluded)."""
+    """What one batch of rows produced: logits at the last prompt position and at each
+    teacher-forced follow token, and, when asked, each row's greedy continuation (stop tokens
+    excluded)."""
 
-    logits: torch.Tensor  # (rows, 1 + len(follow), vocab): last prompt position, then each follow token
+    logits: torch.Tensor  # (rows, 1 + len(follow), vocab)
     new_ids: list[list[int]] | None
 
 
@@ -102,23 +103,25 @@ def run_rows(handle: ModelHandle, pre: Prefix, site: str, targets: Sequence[int 
     """Run one batch of transplant rows over a shared prefix.
 
     Row r replaces layer `targets[r]` (None: no transplant) with `vectors[r]` at the last prompt
-    position. `follow` tokens are teacher-forced after the prompt (their positions untouched), for
-    answer-probability scoring. With `max_new_tokens` > 0 (and no `follow`), greedy decoding
-    continues without hooks, as `ops.generate_greedy` with `prefill_hooks` does.
+    position. `follow` tokens are then teacher-forced (their positions untouched) to read an
+    answer's probability; with `max_new_tokens` > 0 greedy decoding continues from the last prompt
+    position without hooks, as `ops.generate_greedy` with `prefill_hooks` does.
     """
-    if follow and max_new_tokens:
-        raise InputError("Teacher-forced tokens and generation cannot be combined in one run.")
     n = len(targets)
-    last = pre.ids[:, -1:]
-    step = torch.cat([last, torch.tensor([list(follow)], dtype=last.dtype, device=last.device)], dim=1) if follow else last
     cache = _expanded(pre.cache, n)
     kwargs = {"cache": cache} if cache is not None else {}
     with ops.hooks(handle, replace_hooks(site, targets, vectors, position=0)):
-        out = handle.hf_model(input_ids=step.expand(n, -1), use_cache=True, **kwargs)
-    logits = out.logits
-    if not max_new_tokens:
-        return RowsOutput(logits, None)
-    return RowsOutput(logits, _decode(handle, out.past_key_values, logits[:, -1], max_new_tokens, stop_ids))
+        out = handle.hf_model(input_ids=pre.ids[:, -1:].expand(n, -1), use_cache=True, **kwargs)
+    first, cache = out.logits, out.past_key_values
+    logits = first
+    if follow:
+        forced = torch.tensor([list(follow)], dtype=pre.ids.dtype, device=pre.ids.device).expand(n, -1)
+        with ops.hooks(handle):
+            rest = handle.hf_model(input_ids=forced, cache=copy.deepcopy(cache) if max_new_tokens else cache,
+                                   use_cache=True).logits
+        logits = torch.cat([first, rest], dim=1)
+    new_ids = _decode(handle, cache, first[:, -1], max_new_tokens, stop_ids) if max_new_tokens else None
+    return RowsOutput(logits, new_ids)
 
 
 def _decode(handle: ModelHandle, cache, logits: torch.Tensor, max_new_tokens: int, stop_ids: frozenset[int]) -> list[list[int]]:

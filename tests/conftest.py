@@ -38,3 +38,37 @@ def gemma():
     import workbench
 
     return workbench.load("gemma-3-270m")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Chromium; tests using it are skipped only where no chromium is installed
+    (`make test` installs it, so CI always runs them)."""
+    from browser import CHROMIUM_ARGS, chromium_path
+
+    path = chromium_path()
+    if path is None:
+        pytest.skip("chromium is not installed (make test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="session")
+def live_app():
+    """The real app on the default model, served on loopback for the whole session."""
+    from browser import free_port
+
+    from workbench.server import build
+
+    import workbench
+
+    workbench.load("gemma-3-270m")
+    app = build("gemma-3-270m")
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()

@@ -13,7 +13,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from .. import load  # noqa: E402
-from ..default_model import DEFAULT_MODEL, QUANTIZATION_NOTE  # noqa: E402
+from ..default_model import DEFAULT_MODEL  # noqa: E402
 from .common import demo_mode, friendly, progress_callback  # noqa: E402
 from .model_card import model_card_markdown  # noqa: E402
 
@@ -31,7 +31,7 @@ TABS = [
 INTRO = f"""# Multilingual interpretability workbench
 Look inside a language model and act on what you see: the English-pivot lens, retrieval heads,
 cross-lingual transplants, trainers and side-by-side comparison, all over one Python API.
-The default model is **{DEFAULT_MODEL}**. {QUANTIZATION_NOTE}"""
+The default model is **{DEFAULT_MODEL}** (dequantized 4-bit weights; see its card below)."""
 
 
 @friendly
