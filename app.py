@@ -9,6 +9,11 @@ import argparse
 import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+if os.environ.get("SPACE_ID"):
+    # On a Hugging Face Space: public, so demo mode (capped inputs, no training), and the Space's
+    # proxy needs the container's address rather than loopback.
+    os.environ.setdefault("WORKBENCH_DEMO", "1")
+    os.environ.setdefault("WORKBENCH_HOST", "0.0.0.0")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -151,8 +151,9 @@ def test_trial_errors(bytelevel):
         build_trial(bytelevel, "en", needle, 10**6, 0.5)
     with pytest.raises(HaystackDataError, match="no room"):
         build_trial(bytelevel, "en", needle, 5, 0.5)
-    with pytest.raises(HaystackDataError, match="sentence end"):
-        build_trial(bytelevel, "en", needle, 30, 0.5)
+    s, e = build_trial(bytelevel, "en", needle, 256, 0.5).needle_span
+    with pytest.raises(HaystackDataError, match="no sentence end"):
+        build_trial(bytelevel, "en", needle, (e - s) + 5, 0.5)
     with pytest.raises(HaystackDataError, match=r"depth"):
         build_trial(bytelevel, "en", needle, 256, 1.5)
     with pytest.raises(HaystackDataError, match=r"\{question\}"):

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.errors import InputError
+
 __all__ = [
     "DEFAULT_PATH",
     "SOURCE_KINDS",
@@ -39,7 +41,7 @@ SOURCE_KINDS = ("encyclopedia", "news", "forum")
 _REQUIRED_TEXT = ("id", "lang", "source_kind", "question", "answer")
 
 
-class FaithfulnessDataError(ValueError):
+class FaithfulnessDataError(InputError):
     """A faithfulness data file or record does not have the documented shape."""
 
 
@@ -76,9 +78,9 @@ def parse_item(record: object, where: str = "record") -> FaithItem:
     if not isinstance(record, Mapping):
         raise FaithfulnessDataError(f"{where}: expected a JSON object, got {type(record).__name__}")
     for key in _REQUIRED_TEXT:
-        value = record.get(key)
         if key not in record:
             raise FaithfulnessDataError(f"{where}: missing field '{key}'")
+        value = record[key]
         if not isinstance(value, str) or not value.strip():
             raise FaithfulnessDataError(f"{where}: field '{key}' must be a non-empty string")
     documents = record.get("documents")

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.evals.faithfulness import CJK_LANGS, ends_sentence, rouge, sentence_spans
+from workbench.errors import InputError
+from workbench.evals.faithfulness import ends_sentence, rouge, sentence_spans, splits_characters
 
 __all__ = [
     "DATA_DIR",
@@ -55,7 +56,7 @@ PROMPT_TEMPLATES = {
 }
 
 
-class HaystackDataError(ValueError):
+class HaystackDataError(InputError):
     """Haystack files are missing or malformed, or a request does not fit the haystack."""
 
 
@@ -214,7 +215,7 @@ def _build(
 ) -> Trial:
     if not 0.0 <= depth <= 1.0:
         raise HaystackDataError(f"depth must be a fraction in [0, 1], got {depth}")
-    cjk = lang in CJK_LANGS
+    cjk = splits_characters(lang)
     anchor = "。" if cjk else "."
     needle_ids = _encode_after(tokenizer, anchor, needle.needle if cjk else " " + needle.needle)
     budget = context_tokens - len(needle_ids)

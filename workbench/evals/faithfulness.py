@@ -8,29 +8,31 @@ Three signals, from cheapest to most expensive:
 * :func:`rougeL_f` - overlap with a reference answer (longest common subsequence).
 * :func:`judge_faithfulness` - an LLM judge behind any OpenAI-compatible endpoint.
 
-All lexical metrics share :func:`tokenize`: NFKC-normalised, case-folded, punctuation dropped;
-Chinese/Japanese text is split into single characters (CJK has no spaces and word segmenters
-disagree), other languages into letter/digit runs. Their common weakness: they compare surface
+All lexical metrics share :func:`tokenize`, which splits Chinese (and every language that
+:mod:`workbench.evals.rouge` reads as written without spaces: ja, th, yue...) into single
+characters, so it does not depend on a word segmenter. Their common weakness: they compare surface
 forms, so they reward copying, miss paraphrase and synonyms, and cannot see a wrong relation
-between right words ("A beat B" vs "B beat A") or, mostly, a negation added to copied words.
+between right words ("A beat B" vs "B beat A") or a negation added to copied words.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import unicodedata
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
+import regex
 from rouge_score import rouge_scorer, scoring
 from rouge_score.tokenizers import Tokenizer as _RougeTokenizerBase
 
 from workbench.datasets.faithfulness import Document
+from workbench.errors import InputError, WorkbenchError
+from workbench.evals import rouge as _rouge
 
 __all__ = [
     "JudgeError",
@@ -43,23 +45,15 @@ __all__ = [
     "rouge",
     "rougeL_f",
     "sentence_spans",
+    "splits_characters",
     "support_score",
     "tokenize",
 ]
 
-CJK_LANGS = frozenset({"zh", "ja"})
-
-_CJK = (
-    "\u3040-\u30ff"  # hiragana, katakana
-    "\u31f0-\u31ff"  # katakana phonetic extensions
-    "\u3400-\u4dbf"  # CJK extension A
-    "\u4e00-\u9fff"  # CJK unified ideographs
-    "\uf900-\ufaff"  # compatibility ideographs
-    "\uff66-\uff9f"  # half-width katakana
-    "\U00020000-\U0002ebef"  # extensions B-F
-)
-_CJK_TOKEN = re.compile(rf"[{_CJK}]|(?:(?![{_CJK}])[^\W_])+")
-_WORD_TOKEN = re.compile(r"[^\W_]+")
+# Han characters, kana and the other no-space scripts become one token each; numbers keep their
+# separators ("2.4"), as in workbench.evals.rouge; other letters form words.
+_NO_SPACE = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}ー"
+_CHAR_TOKEN = regex.compile(rf"[{_NO_SPACE}]|\p{{Nd}}+(?:[.,]\p{{Nd}}+)*|(?:(?![{_NO_SPACE}])[\p{{L}}\p{{M}}])+")
 
 # Function words, plus yes/no particles and negations: matching is against the set of all
 # document tokens, which nearly always contains "not", so negations cannot be checked this way
@@ -98,31 +92,34 @@ _STOPWORDS: dict[str, frozenset[str]] = {
         tus es son era eran fue fueron ser estar está están ha han había haber muy más también
         ya este esta estos estas ese esa esos esas sí si no""".split()
     ),
-    "zh": frozenset("的了是在和与及也都就而或把被这那之其于以为着过吗呢吧啊个些有对从到向很又还并则即所等地得不没"),
+    "zh": frozenset("的了是在和与及也都就而或把被这那之其于以为着过吗呢吧啊个些有从到很又还并则即不没"),
     "ja": frozenset("のにはをがでともへやかねよたてだなすましるれいうこそあ"),
 }
 
-_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’»)\]]*(?=\s|$)|[。！？]+[”’」』）]*|\n+")
-_ENDS_WITH_SENTENCE_MARK = re.compile(r"[.!?…。！？][\"'”’»)\]」』）]*$")
+_SENTENCE_END = regex.compile(r"[.!?…]+[\"'”’»)\]]*(?=\s|$)|[。！？]+[”’」』）]*|\n+")
+_ENDS_WITH_SENTENCE_MARK = regex.compile(r"[.!?…。！？][\"'”’»)\]」』）]*$")
 
 
-def _base_lang(lang: str) -> str:
-    if not isinstance(lang, str) or not lang.strip():
-        raise ValueError(f"lang must be a language code such as 'en' or 'zh', got {lang!r}")
-    return re.split(r"[-_]", lang.strip().lower())[0]
+def splits_characters(lang: str) -> bool:
+    """Whether ``lang`` is tokenized by character (languages written without spaces: zh, ja...).
+
+    Raises :class:`workbench.evals.rouge.UnknownLanguageError` for codes CLDR does not know.
+    """
+    return _rouge.token_unit(lang) in ("jieba", "char")
 
 
 def tokenize(text: str, lang: str) -> list[str]:
     """Lower-cased tokens of ``text`` without punctuation.
 
-    For ``zh``/``ja`` (any region suffix: ``zh-Hant``, ``ja_JP``) every CJK character is a token and
-    runs of Latin letters or digits inside the text stay whole words (``2024``, ``GPU``); for other
-    languages tokens are letter/digit runs. NFKC folds full-width forms (``２０２４`` -> ``2024``).
-    Decimal and thousands separators split numbers (``2.4`` -> ``2``, ``4``).
+    Languages written without spaces (``zh``, ``ja``, ``th``... with any region suffix) give one
+    token per character, while Latin words and numbers inside them stay whole (``GPU``, ``2.4``);
+    other languages use :func:`workbench.evals.rouge.tokenize` (words and numbers). Text is NFKC
+    normalised first, so full-width forms match (``２０２４`` -> ``2024``).
     """
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    pattern = _CJK_TOKEN if _base_lang(lang) in CJK_LANGS else _WORD_TOKEN
-    return pattern.findall(folded)
+    text = unicodedata.normalize("NFKC", text)
+    if splits_characters(lang):
+        return [t.casefold() for t in _CHAR_TOKEN.findall(text)]
+    return [t.casefold() for t in _rouge.tokenize(text, lang)]
 
 
 def content_tokens(text: str, lang: str) -> list[str]:
@@ -131,7 +128,7 @@ def content_tokens(text: str, lang: str) -> list[str]:
     For other languages nothing is removed, so support scores there are somewhat inflated by
     function words that occur in any document.
     """
-    stop = _STOPWORDS.get(_base_lang(lang), frozenset())
+    stop = _STOPWORDS.get(_rouge.primary_language(lang), frozenset())
     return [t for t in tokenize(text, lang) if t not in stop]
 
 
@@ -216,7 +213,7 @@ def _document_texts(documents: Sequence[DocumentLike]) -> list[str]:
     if isinstance(documents, (str, Mapping, Document)):
         documents = [documents]
     if not documents:
-        raise ValueError("documents is empty: support and faithfulness need at least one document")
+        raise InputError("documents is empty: support and faithfulness need at least one document")
     return [_document_text(d) for d in documents]
 
 
@@ -234,7 +231,7 @@ def support_score(
     numbers, places absent from the documents), and an LLM judge for meaning.
     """
     if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        raise InputError(f"threshold must be in (0, 1], got {threshold}")
     vocabulary: set[str] = set()
     for text in _document_texts(documents):
         vocabulary.update(tokenize(text, lang))
@@ -269,7 +266,8 @@ def rouge(kind: str, answer: str, reference: str, lang: str) -> scoring.Score:
 
     Returns its Score tuple (precision, recall, fmeasure), computed on :func:`tokenize` tokens.
     """
-    scorer = rouge_scorer.RougeScorer([kind], tokenizer=_LangTokenizer(_base_lang(lang)))
+    splits_characters(lang)  # fail on an unknown language before scoring
+    scorer = rouge_scorer.RougeScorer([kind], tokenizer=_LangTokenizer(lang))
     return scorer.score(reference, answer)[kind]
 
 
@@ -283,7 +281,7 @@ def rougeL_f(answer: str, reference: str, lang: str) -> float:
     return rouge("rougeL", answer, reference, lang).fmeasure
 
 
-class JudgeError(RuntimeError):
+class JudgeError(WorkbenchError):
     """The judge endpoint failed or answered something that is not a verdict."""
 
 
@@ -317,7 +315,7 @@ def _chat_url(endpoint: str) -> str:
 
 
 def _parse_verdict(content: str) -> JudgeResult:
-    match = re.search(r"\{.*\}", content, re.DOTALL)
+    match = regex.search(r"\{.*\}", content, regex.DOTALL)
     try:
         verdict = json.loads(match.group(0)) if match else None
     except json.JSONDecodeError:
