@@ -264,9 +264,9 @@ def build_trial(
 
     ``tokenizer`` is any fast Hugging Face tokenizer. The haystack is cut to ``context_tokens``
     minus the needle's length (the cut may end mid-sentence, as in the reference code, and with
-    byte-level tokenizers even inside a character's bytes); the needle
-    goes in right after the sentence end nearest to ``depth`` of the cut haystack (ties: the
-    earlier one), so depth 0 means after the first sentence. ``template`` defaults to the haystack
+    byte-level tokenizers even inside a character's bytes); the needle goes in right after the
+    sentence end nearest to ``depth`` of the cut haystack (ties: the earlier one), so depth 0
+    means after the first sentence. ``template`` defaults to the haystack
     language's entry of :data:`PROMPT_TEMPLATES` (English where there is none); pass
     ``PROMPT_TEMPLATES["en"]`` for the paper's English prompt. The needle's language may differ
     from the haystack's. With ``add_special_tokens`` the tokenizer's leading special tokens (BOS)

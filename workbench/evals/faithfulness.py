@@ -50,10 +50,12 @@ __all__ = [
     "tokenize",
 ]
 
-# Han characters, kana and the other no-space scripts become one token each; numbers keep their
+# Han characters, kana and the other no-space scripts become one token per grapheme; numbers keep their
 # separators ("2.4"), as in workbench.evals.rouge; other letters form words.
 _NO_SPACE = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}ー"
-_CHAR_TOKEN = regex.compile(rf"[{_NO_SPACE}]|\p{{Nd}}+(?:[.,]\p{{Nd}}+)*|(?:(?![{_NO_SPACE}])[\p{{L}}\p{{M}}])+")
+_CHAR_TOKEN = regex.compile(
+    rf"(?=[{_NO_SPACE}])\X|\p{{Nd}}+(?:[.,]\p{{Nd}}+)*|(?:(?![{_NO_SPACE}])[\p{{L}}\p{{M}}])+"
+)
 
 # Function words, plus yes/no particles and negations: matching is against the set of all
 # document tokens, which nearly always contains "not", so negations cannot be checked this way
