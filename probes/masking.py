@@ -16,6 +16,7 @@ the other query heads of its group compute exactly what they computed before.
 from __future__ import annotations
 
 import contextlib
+import numbers
 import re
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Literal, Sequence
@@ -36,10 +37,11 @@ def check_heads(handle: ModelHandle, heads: Iterable[Sequence[int]]) -> list[Hea
     """Validate (layer, head) pairs against the model; sorted, without duplicates."""
     out: set[Head] = set()
     for item in heads:
-        if not isinstance(item, (tuple, list)) or len(item) != 2:
-            raise InputError(f"A head is a (layer, head) pair, got {item!r}.")
-        layer = ops.check_layer(handle, item[0])
-        out.add((layer, ops.check_head(handle, item[1])))
+        if (not isinstance(item, (tuple, list)) or len(item) != 2
+                or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in item)):
+            raise InputError(f"A head is a (layer, head) pair of whole numbers, got {item!r}.")
+        layer = ops.check_layer(handle, int(item[0]))
+        out.add((layer, ops.check_head(handle, int(item[1]))))
     return sorted(out)
 
 
@@ -148,10 +150,10 @@ class MaskedGeneration:
         ])
 
 
-def generate_with_masked_heads(handle: ModelHandle, prompt: str, heads: Iterable[Sequence[int]],
+def generate_with_masked_heads(handle: ModelHandle, prompt: str | Sequence[int], heads: Iterable[Sequence[int]],
                                mode: str = "uniform", max_new_tokens: int = 30,
                                stop_at_newline: bool = False) -> MaskedGeneration:
-    """Generate greedily from `prompt` twice, the second time with `heads` masked."""
+    """Generate greedily from `prompt` (text or token ids) twice, the second time with `heads` masked."""
     heads = check_heads(handle, heads)
     if not heads:
         raise InputError("Choose at least one head to mask.")

@@ -9,6 +9,7 @@ translation; chance is 1 / number of prompts per language).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
@@ -133,7 +134,9 @@ def project(x: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
         import umap
 
         reducer = umap.UMAP(n_components=2, n_neighbors=min(15, len(x) - 1), min_dist=0.1, random_state=seed)
-        return reducer.fit_transform(x)
+        with warnings.catch_warnings():  # a fixed seed makes UMAP single-threaded, and it says so each time
+            warnings.filterwarnings("ignore", message=".*overridden to 1 by setting random_state.*")
+            return reducer.fit_transform(x)
     raise InputError(f"Unknown projection {method!r}; choose one of {', '.join(METHODS)}.")
 
 

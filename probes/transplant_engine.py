@@ -1,11 +1,11 @@
-"""The machinery of an XTransplant run: read a source vector, replace one target activation at the
+"""The machinery of an XTransplant run: read source vectors, replace one target activation at the
 last prompt position, and run many (source, target) rows of one prompt at once.
 
 A transplant changes only the last prompt position, so everything before it is the same for every
 row: the prompt minus its last token runs once with a KV cache, and each batch of rows runs only
-the last token (plus, when scoring an answer's probability, the answer's first tokens) against
-copies of that cache, each row with its own replacement. Generation then continues greedily from
-the same cache, with no hooks, dropping rows as they stop.
+the last token against copies of that cache, each row with its own replacement. Answer
+continuations are then teacher-forced, and generation continues greedily, from the rows' caches
+with no hooks (decode steps are never touched), dropping rows as they stop.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ def source_vectors(handle: ModelHandle, ids: torch.Tensor, site: str) -> torch.T
 
 
 def replace_hooks(site: str, targets: Sequence[int | None], vectors: torch.Tensor, position: int) -> list[ops.Hook]:
-    """Hooks that, in row r of the batch, put `vectors[r]` at sequence `position` of layer
-    `targets[r]`'s site output; rows whose target is None are left alone."""
+    """Hooks that, in batch row r, put `vectors[r]` at sequence `position` of layer `targets[r]`'s
+    site output; rows whose target is None are left alone."""
     by_layer: dict[int, list[int]] = {}
     for row, layer in enumerate(targets):
         if layer is not None:
@@ -59,6 +59,25 @@ def replace_hooks(site: str, targets: Sequence[int | None], vectors: torch.Tenso
 
         hooks.append((hook_name(layer, site), replace))
     return hooks
+
+
+def token_scores(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: the summed log-probability of `tokens` under `logits` (positions where `mask` is
+    True) and whether each of those tokens is the argmax, i.e. greedy decoding would produce them.
+    logits (N, P, V), tokens and mask (N, P)."""
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens[..., None])[..., 0]
+    hit = logits.argmax(-1) == tokens
+    return (logp * mask).sum(-1), (hit | ~mask).all(-1)
+
+
+def fork(cache, index: torch.Tensor):
+    """A cache whose batch rows are `cache`'s rows `index` (repeats allowed). The original is left
+    as it was: HF's dynamic cache layers replace their tensors rather than writing into them, so
+    copying the layer objects (not the tensors) is enough."""
+    forked = copy.copy(cache)
+    forked.layers = [copy.copy(layer) for layer in cache.layers]
+    forked.batch_select_indices(index)
+    return forked
 
 
 @dataclass
@@ -79,53 +98,73 @@ def prefix(handle: ModelHandle, ids: torch.Tensor) -> Prefix:
     return Prefix(ids, out.past_key_values)
 
 
-def _expanded(cache, rows: int):
-    if cache is None:
-        return None
-    copied = copy.deepcopy(cache)
-    copied.batch_repeat_interleave(rows)
-    return copied
-
-
 @dataclass
 class RowsOutput:
-    """What one batch of rows produced: logits at the last prompt position and at each
-    teacher-forced follow token, and, when asked, each row's greedy continuation (stop tokens
-    excluded)."""
+    """What one batch of rows produced."""
 
-    logits: torch.Tensor  # (rows, 1 + len(follow), vocab)
-    new_ids: list[list[int]] | None
+    logprob: torch.Tensor  # (rows, continuations): summed log-probability of each continuation
+    greedy: torch.Tensor  # (rows, continuations): would greedy decoding produce the continuation?
+    new_ids: list[list[int]] | None  # greedy continuations (stop tokens excluded), when asked
 
 
 @torch.no_grad()
 def run_rows(handle: ModelHandle, pre: Prefix, site: str, targets: Sequence[int | None], vectors: torch.Tensor,
-             follow: Sequence[int] = (), max_new_tokens: int = 0, stop_ids: frozenset[int] = frozenset()) -> RowsOutput:
+             continuations: Sequence[Sequence[int]], max_new_tokens: int = 0,
+             stop_ids: frozenset[int] = frozenset(), positions_per_pass: int = 128) -> RowsOutput:
     """Run one batch of transplant rows over a shared prefix.
 
     Row r replaces layer `targets[r]` (None: no transplant) with `vectors[r]` at the last prompt
-    position. `follow` tokens are then teacher-forced (their positions untouched) to read an
-    answer's probability; with `max_new_tokens` > 0 greedy decoding continues from the last prompt
-    position without hooks, as `ops.generate_greedy` with `prefill_hooks` does.
+    position. Each continuation (token ids, at least one) is scored by teacher forcing; with
+    `max_new_tokens` > 0 greedy decoding also continues from the last prompt position, as
+    `ops.generate_greedy` with `prefill_hooks` does. `positions_per_pass` bounds how many
+    (row, position) logits one teacher-forcing pass holds in memory.
     """
-    n = len(targets)
-    cache = _expanded(pre.cache, n)
-    kwargs = {"cache": cache} if cache is not None else {}
+    if not continuations or any(len(c) == 0 for c in continuations):
+        raise InputError("Every answer continuation needs at least one token.")
+    n, device = len(targets), pre.ids.device
+    kwargs = {"cache": fork(pre.cache, torch.zeros(n, dtype=torch.long, device=device))} if pre.cache is not None else {}
     with ops.hooks(handle, replace_hooks(site, targets, vectors, position=0)):
         out = handle.hf_model(input_ids=pre.ids[:, -1:].expand(n, -1), use_cache=True, **kwargs)
-    first, cache = out.logits, out.past_key_values
-    logits = first
-    if follow:
-        forced = torch.tensor([list(follow)], dtype=pre.ids.dtype, device=pre.ids.device).expand(n, -1)
-        with ops.hooks(handle):
-            rest = handle.hf_model(input_ids=forced, cache=copy.deepcopy(cache) if max_new_tokens else cache,
-                                   use_cache=True).logits
-        logits = torch.cat([first, rest], dim=1)
-    new_ids = _decode(handle, cache, first[:, -1], max_new_tokens, stop_ids) if max_new_tokens else None
-    return RowsOutput(logits, new_ids)
+    first, cache = out.logits[:, -1], out.past_key_values
+    logprob, greedy = _score_continuations(handle, first, cache, continuations, positions_per_pass)
+    new_ids = _decode(handle, cache, first, max_new_tokens, stop_ids) if max_new_tokens else None
+    return RowsOutput(logprob, greedy, new_ids)
+
+
+def _score_continuations(handle: ModelHandle, first: torch.Tensor, cache, continuations: Sequence[Sequence[int]],
+                         positions_per_pass: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-force every continuation after every row: the first token is read from the last
+    prompt position's logits, later tokens from a pass over forks of the rows' caches."""
+    n, device = first.shape[0], first.device
+    heads = torch.tensor([c[0] for c in continuations], device=device)
+    logprob = torch.log_softmax(first.float(), -1)[:, heads]
+    greedy = first.argmax(-1)[:, None] == heads[None]
+    multi = [k for k, c in enumerate(continuations) if len(c) > 1]
+    if not multi:
+        return logprob, greedy
+    width = max(len(continuations[k]) - 1 for k in multi)
+    inputs = torch.zeros(len(multi), width, dtype=torch.long, device=device)
+    wanted, mask = torch.zeros_like(inputs), torch.zeros_like(inputs, dtype=torch.bool)
+    for row, k in enumerate(multi):
+        tail = list(continuations[k])
+        inputs[row, : len(tail) - 1] = torch.tensor(tail[:-1])
+        wanted[row, : len(tail) - 1] = torch.tensor(tail[1:])
+        mask[row, : len(tail) - 1] = True
+    m = len(multi)
+    step = max(1, positions_per_pass // (m * width))
+    with ops.hooks(handle):
+        for start in range(0, n, step):
+            rows = torch.arange(start, min(n, start + step), device=device)
+            sub = fork(cache, rows.repeat_interleave(m))
+            logits = handle.hf_model(input_ids=inputs.repeat(len(rows), 1), cache=sub, use_cache=True).logits
+            lp, hit = token_scores(logits, wanted.repeat(len(rows), 1), mask.repeat(len(rows), 1))
+            logprob[start:start + len(rows), multi] += lp.view(len(rows), m)
+            greedy[start:start + len(rows), multi] &= hit.view(len(rows), m)
+    return logprob, greedy
 
 
 def _decode(handle: ModelHandle, cache, logits: torch.Tensor, max_new_tokens: int, stop_ids: frozenset[int]) -> list[list[int]]:
-    """Greedy decoding from a cache, rows dropped from the batch once they stop."""
+    """Greedy decoding from the rows' caches, each row dropped from the batch once it stops."""
     new: list[list[int]] = [[] for _ in range(logits.shape[0])]
     alive = list(range(logits.shape[0]))
     with ops.hooks(handle):
@@ -140,8 +179,8 @@ def _decode(handle: ModelHandle, cache, logits: torch.Tensor, max_new_tokens: in
             if not keep or step == max_new_tokens - 1:
                 break
             if len(keep) < len(alive):
-                cache.batch_select_indices(torch.tensor(keep, device=nxt.device))
-                nxt = nxt[keep]
+                index = torch.tensor(keep, device=nxt.device)
+                cache, nxt = fork(cache, index), nxt[index]
                 alive = [alive[pos] for pos in keep]
             out = handle.hf_model(input_ids=nxt[:, None], cache=cache, use_cache=True)
             cache, logits = out.past_key_values, out.logits[:, -1]

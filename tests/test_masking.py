@@ -1,6 +1,7 @@
 """Head masking: what a masked head computes is checked against values rebuilt by hand from the
 same run's V vectors; causality, the untouched heads and the KV-cache path are checked directly."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -136,4 +137,20 @@ def test_bad_input_is_explained(tiny_gemma):
         masking_hooks(tiny_gemma, [(0, 0)], "mean")
     with pytest.raises(InputError, match="at least one head"):
         generate_with_masked_heads(tiny_gemma, PROMPT, [])
-    assert check_heads(tiny_gemma, [(1, 2), [1, 2], (0, 3)]) == [(0, 3), (1, 2)]
+    assert check_heads(tiny_gemma, [(1, 2), [1, 2], (np.int64(0), 3)]) == [(0, 3), (1, 2)]
+    with pytest.raises(InputError, match="whole numbers"):
+        check_heads(tiny_gemma, [(0.5, 1)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layer", [4, 5])  # a sliding-window layer and a full-attention layer
+def test_gemma_uniform_mask_acts_on_one_query_head(gemma, layer):
+    """On the real model (4 query heads sharing 1 KV head) the bridge computes attention itself,
+    so the score hook takes effect: the masked head averages V, its three siblings are unchanged."""
+    ids = ops.as_ids(gemma, "The capital of France is Paris. The capital of Germany is")
+    z0, _, _ = _z_and_v(gemma, ids, layer)
+    z1, v, _ = _z_and_v(gemma, ids, layer, masking_hooks(gemma, [(layer, 2)], "uniform"))
+    allowed = _allowed(gemma, layer, ids.shape[1]).float()
+    torch.testing.assert_close(z1[:, 2], (allowed / allowed.sum(-1, keepdim=True)) @ v[:, 0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(z1[:, [0, 1, 3]], z0[:, [0, 1, 3]], atol=0, rtol=0)
+    assert not torch.allclose(z1[:, 2], z0[:, 2])

@@ -226,7 +226,7 @@ def test_language_comparison():
     cmp = R.LanguageComparison({"en": a, "de": b})
     frame = cmp.to_frame()
     assert list(frame.columns) == ["layer", "head", "layer_type", "en", "de"]
-    assert frame.loc[(frame.layer == 0) & (frame.head == 0), "de"].item() == 0.4
+    assert frame.loc[(frame["layer"] == 0) & (frame["head"] == 0), "de"].item() == 0.4
     overlap = cmp.overlap(2)  # en top-2 {(1,1),(0,1)}, de top-2 {(0,0),(0,1)} -> 1/3
     assert overlap.loc["en", "de"] == pytest.approx(1 / 3) and overlap.loc["en", "en"] == 1.0
     assert cmp.correlation().shape == (2, 2)

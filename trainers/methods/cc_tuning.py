@@ -28,6 +28,9 @@ from workbench import ops
 from workbench.errors import InputError
 from workbench.models import ModelHandle
 
+from ..data import encode_pair, pad_batch, pad_id
+from .sft import response_cross_entropy
+
 INJECT_HOOK = "blocks.1.hook_resid_pre"
 DECISION_KEY = "decision_maker.weight"
 TRANSFORM_KEY = "transform_matrix"
@@ -104,14 +107,16 @@ def connection(vectors: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
     return (choice[..., None] * vectors).sum(dim=1)
 
 
+def add_at_tags(tensor: torch.Tensor, tags: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """`tensor` (B, T, d) with `delta[r]` added at row r's tag position (out of place, so autograd
+    sees it); every other position is returned unchanged."""
+    rows = torch.arange(delta.shape[0], device=delta.device)
+    return tensor.index_put((rows, tags), delta.to(tensor.dtype), accumulate=True)
+
+
 def injection_hook(tags: torch.Tensor, delta: torch.Tensor) -> ops.Hook:
     """Hook adding `delta[r]` to the residual stream entering layer 1 at row r's tag position."""
-    rows = torch.arange(delta.shape[0], device=delta.device)
-
-    def inject(tensor: torch.Tensor, hook) -> torch.Tensor:
-        return tensor.index_put((rows, tags), delta.to(tensor.dtype), accumulate=True)
-
-    return INJECT_HOOK, inject
+    return INJECT_HOOK, lambda tensor, hook: add_at_tags(tensor, tags, delta)
 
 
 def tag_embeddings(handle: ModelHandle, ids: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
@@ -129,14 +134,12 @@ def decision_maker_for(handle: ModelHandle) -> DecisionMaker:
 def read_state(folder: str | Path) -> dict[str, torch.Tensor]:
     """The tensors a CC-Tuning checkpoint saved next to its weights (Decision Maker, Transform
     Matrix once fitted)."""
-    from safetensors.torch import load_file
+    from ..state import METHOD_TENSORS, load_method_state
 
-    from trainers.loop import METHOD_STATE_FILE
-
-    path = Path(folder) / METHOD_STATE_FILE
+    path = Path(folder) / METHOD_TENSORS
     if not path.exists():
-        raise InputError(f"{folder} has no {METHOD_STATE_FILE}: it is not a CC-Tuning checkpoint.")
-    state = load_file(str(path))
+        raise InputError(f"{folder} has no {METHOD_TENSORS}: it is not a CC-Tuning checkpoint.")
+    state = load_method_state(folder)
     if DECISION_KEY not in state:
         raise InputError(f"{path} holds no Decision Maker ({DECISION_KEY}): it is not a CC-Tuning checkpoint.")
     return state
@@ -152,3 +155,61 @@ def load_decision_maker(handle: ModelHandle, state: dict[str, torch.Tensor]) -> 
     with torch.no_grad():
         dm.proj.weight.copy_(weight)
     return dm.eval()
+
+
+def encode_prompt(tokenizer, prompt: str, max_length: int) -> list[int]:
+    """The prompt's ids exactly as `encode_pair` puts them in front of a response (BOS, text,
+    newline), so the tag token is the same in training, in the Transform Matrix and at inference."""
+    ids, n_prompt = encode_pair(tokenizer, prompt, "", max_length)
+    return ids[:n_prompt]
+
+
+class CCTuning:
+    """The CC-Tuning training method (see the module docstring). The Decision Maker samples its
+    choice (Gumbel) in training mode and takes the argmax in eval mode (evaluation passes)."""
+
+    name = "cc-tuning"
+    required_fields = ("instruction", "output", "instruction_en")
+
+    def __init__(self):
+        self.decision_maker: DecisionMaker | None = None
+
+    def setup(self, handle: ModelHandle, config, accelerator) -> list[torch.nn.Module]:
+        check_model(handle)
+        self.decision_maker = decision_maker_for(handle)
+        return [self.decision_maker]
+
+    def collate(self, records: list[dict], tokenizer, config) -> dict[str, torch.Tensor]:
+        pad = pad_id(tokenizer)
+        pairs = [encode_pair(tokenizer, r["instruction"], r["output"], config.max_length) for r in records]
+        batch = pad_batch([ids for ids, _ in pairs], [n for _, n in pairs], pad)
+        batch["tag"] = torch.tensor([n - 1 for _, n in pairs])
+        english = [encode_prompt(tokenizer, r["instruction_en"], config.max_length) for r in records]
+        en = pad_batch(english, [len(ids) for ids in english], pad)
+        batch["en_input_ids"], batch["en_attention_mask"] = en["input_ids"], en["attention_mask"]
+        batch["en_tag"] = torch.tensor([len(ids) - 1 for ids in english])
+        return batch
+
+    def loss(self, handle: ModelHandle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.decision_maker is None:
+            raise RuntimeError("CCTuning.setup() must run before loss().")
+        english = tag_mlp_outputs(handle, batch["en_input_ids"], batch["en_tag"], batch["en_attention_mask"])
+        e_tag = tag_embeddings(handle, batch["input_ids"], batch["tag"])
+        choice = self.decision_maker(english, e_tag, sample=self.decision_maker.training)
+        with ops.hooks(handle, [injection_hook(batch["tag"], connection(english, choice))]):
+            logits = handle.hf_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                     use_cache=False).logits
+        loss = response_cross_entropy(logits, batch["labels"])
+        return loss, {"ce": loss.item()}
+
+    def extra_files(self) -> dict[str, Any]:
+        weight = self.decision_maker.proj.weight
+        return {DECISION_KEY: weight,
+                "cc_tuning": {"source_hook": "blocks.{l}.hook_mlp_out", "inject_hook": INJECT_HOOK,
+                              "n_layers": int(weight.shape[0]), "d_model": int(weight.shape[1]),
+                              "prompt_format": "BOS + instruction + newline; the tag is the newline token"}}
+
+    def load_extra(self, folder) -> None:
+        state = read_state(folder)
+        with torch.no_grad():
+            self.decision_maker.proj.weight.copy_(state[DECISION_KEY])

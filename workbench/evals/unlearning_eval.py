@@ -1,0 +1,240 @@
+"""TOFU-style evaluation of one model on unlearning QA sets (entity-level unlearning, arXiv 2406.15796).
+
+For every QA pair the model is asked the question (prompt ``BOS + question + "\\n"``, the format the
+trainers fine-tune on) and scored three ways (definitions in :mod:`workbench.evals.tofu`):
+
+- ROUGE-L recall of its greedy answer (stopped at end-of-sequence or a newline) against the gold
+  answer;
+- probability of the gold answer, ``exp(mean token log-prob)``; on the ``real_world`` set, TOFU's
+  normalised form (the gold answer's share among gold and perturbed answers);
+- the raw truth ratio from the mean token log-probs of the paraphrased and perturbed answers.
+
+Answers are scored with their end-of-sequence token, as they are trained. Sets named ``forget``
+and ``target`` (and any other not listed in ``RETAIN_KIND_SETS``) are summarised in TOFU's forget
+form, ``retain`` and ``real_world`` in its retain form. Forget Quality compares the raw truth
+ratios with those of a model that never saw the forgotten entities (the retain-only model) on the
+forget set and, separately, on the target set (the paper scores forgetting on S_T). Model Utility
+is the harmonic mean over the retain and real-world sets.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..datasets.entities import QAPair
+from ..errors import InputError
+from .tofu import (
+    UnlearningReport,
+    answer_probability,
+    forget_quality,
+    normalized_answer_probability,
+    rougeL_recall,
+    summarize_set,
+    truth_ratio,
+)
+
+__all__ = [
+    "RETAIN_KIND_SETS",
+    "greedy_answers",
+    "answer_logprob_means",
+    "score_pairs",
+    "ModelEvaluation",
+    "evaluate_model",
+    "set_metrics_frame",
+]
+
+RETAIN_KIND_SETS = ("retain", "real_world")
+NORMALIZED_PROBABILITY_SETS = ("real_world",)
+Progress = Callable[[float, str], None]
+
+
+def _prompt_ids(tokenizer, question: str) -> list[int]:
+    """BOS + question + newline: the prompt of `trainers.data.encode_pair`."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    return bos + tokenizer(question.rstrip() + "\n", add_special_tokens=False)["input_ids"]
+
+
+def _pad_id(tokenizer) -> int:
+    return next(c for c in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if c is not None)
+
+
+@lru_cache(maxsize=8)
+def _newline_ids(tokenizer) -> frozenset[int]:
+    """Ids of every vocabulary token whose text holds a newline (answers end at the first one)."""
+    vocab = tokenizer.get_vocab()
+    return frozenset(i for tok, i in vocab.items() if "\n" in tokenizer.convert_tokens_to_string([tok]))
+
+
+def _stop_ids(model, tokenizer) -> list[int]:
+    stops = set(_newline_ids(tokenizer))
+    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        for e in source if isinstance(source, (list, tuple)) else [source]:
+            if e is not None:
+                stops.add(int(e))
+    return sorted(stops)
+
+
+def _batches(n: int, size: int):
+    if size < 1:
+        raise InputError(f"batch_size must be at least 1 (got {size}).")
+    for start in range(0, n, size):
+        yield start, min(start + size, n)
+
+
+@torch.no_grad()
+def greedy_answers(model, tokenizer, questions: Sequence[str], max_new_tokens: int = 32,
+                   batch_size: int = 16) -> list[str]:
+    """Greedy answers to `questions`, each cut at its first end-of-sequence or newline token.
+
+    Prompts are left-padded into batches for Hugging Face's KV-cache `generate`.
+    """
+    if max_new_tokens < 1:
+        raise InputError(f"max_new_tokens must be at least 1 (got {max_new_tokens}).")
+    stops = _stop_ids(model, tokenizer)
+    stop_set, pad = set(stops), _pad_id(tokenizer)
+    device = next(model.parameters()).device
+    prompts = [_prompt_ids(tokenizer, q) for q in questions]
+    answers: list[str] = []
+    was_training = model.training
+    model.eval()
+    for start, end in _batches(len(prompts), batch_size):
+        chunk = prompts[start:end]
+        width = max(len(p) for p in chunk)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                             eos_token_id=stops, pad_token_id=pad, top_p=None, top_k=None, temperature=None)
+        for row in out[:, width:].tolist():
+            kept = []
+            for tok in row:
+                if tok in stop_set:
+                    break
+                kept.append(tok)
+            answers.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
+    model.train(was_training)
+    return answers
+
+
+@torch.no_grad()
+def answer_logprob_means(model, tokenizer, questions: Sequence[str], answers: Sequence[str],
+                         batch_size: int = 16, max_length: int = 256) -> np.ndarray:
+    """Mean per-token log-probability of each answer (with its end-of-sequence token) given its question."""
+    from trainers.data import encode_pair, pad_batch
+    from trainers.methods.unlearning import answer_scores
+
+    if len(questions) != len(answers):
+        raise InputError("answer_logprob_means needs one answer per question.")
+    device = next(model.parameters()).device
+    encoded = [encode_pair(tokenizer, q, a, max_length) for q, a in zip(questions, answers)]
+    means = np.empty(len(encoded))
+    was_training = model.training
+    model.eval()
+    for start, end in _batches(len(encoded), batch_size):
+        chunk = encoded[start:end]
+        batch = pad_batch([ids for ids, _ in chunk], [n for _, n in chunk], _pad_id(tokenizer))
+        batch = {k: v.to(device) for k, v in batch.items()}
+        scores = answer_scores(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        means[start:end] = (scores.sequence_logprobs / scores.mask.sum(-1)).cpu().numpy()
+    model.train(was_training)
+    return means
+
+
+def score_pairs(model, tokenizer, pairs: Sequence[QAPair], set_name: str, batch_size: int = 16,
+                max_new_tokens: int = 32) -> pd.DataFrame:
+    """One row per pair: its greedy answer, ROUGE-L recall, probability and raw truth ratio."""
+    if not pairs:
+        raise InputError(f"The {set_name!r} set has no QA pairs to evaluate.")
+    n_wrong = {len(p.perturbed_answers) for p in pairs}
+    if 0 in n_wrong:
+        raise InputError(f"Every pair of the {set_name!r} set needs perturbed answers for the truth ratio.")
+    # One scoring pass over the gold, paraphrased and perturbed answers of every pair.
+    questions, texts, owner = [], [], []
+    for index, pair in enumerate(pairs):
+        for text in (pair.answer, pair.paraphrased_answer, *pair.perturbed_answers):
+            questions.append(pair.question)
+            texts.append(text)
+            owner.append(index)
+    means = answer_logprob_means(model, tokenizer, questions, texts, batch_size)
+    generations = greedy_answers(model, tokenizer, [p.question for p in pairs], max_new_tokens, batch_size)
+    rows, cursor = [], 0
+    for pair, generated in zip(pairs, generations):
+        k = len(pair.perturbed_answers)
+        gold, paraphrase, wrong = means[cursor], means[cursor + 1], means[cursor + 2: cursor + 2 + k]
+        cursor += 2 + k
+        if set_name in NORMALIZED_PROBABILITY_SETS:
+            probability = normalized_answer_probability(gold, wrong)
+        else:
+            probability = answer_probability(gold, 1)  # gold is already a per-token mean
+        rows.append({
+            "set": set_name, "entity": pair.entity, "attribute": pair.attribute, "question": pair.question,
+            "answer": pair.answer, "generation": generated,
+            "rougeL_recall": rougeL_recall(generated, pair.answer, pair.lang),
+            "probability": probability, "truth_ratio": truth_ratio(paraphrase, wrong),
+            "answer_logprob": gold, "paraphrase_logprob": paraphrase,
+        })
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class ModelEvaluation:
+    """Per-item scores of one model, its TOFU report and Forget Quality on each forgetting set."""
+
+    items: pd.DataFrame = field(repr=False)
+    report: UnlearningReport
+    forget_quality: dict[str, float]
+
+    def summary(self) -> dict[str, float]:
+        """One flat row: `<set>.<metric>` means, `forget_quality.<set>` and `model_utility`."""
+        row: dict[str, float] = {}
+        for name, metrics in self.report.sets.items():
+            for metric in ("rougeL_recall", "probability", "truth_ratio"):
+                row[f"{name}.{metric}"] = getattr(metrics, metric)
+        for name, value in self.forget_quality.items():
+            row[f"forget_quality.{name}"] = value
+        present = [s for s in self.report.utility_sets if s in self.report.sets]
+        row["model_utility"] = self.report.model_utility if present else math.nan
+        return row
+
+
+def evaluate_model(model, tokenizer, sets: Mapping[str, Sequence[QAPair]],
+                   retain_only_items: pd.DataFrame | None = None, batch_size: int = 16,
+                   max_new_tokens: int = 32, progress: Progress | None = None) -> ModelEvaluation:
+    """Score `model` on each named set; with the retain-only model's `items`, add Forget Quality
+    (KS p-value of raw truth ratios) on every set both evaluations share except the retain-kind ones."""
+    if not sets:
+        raise InputError("evaluate_model needs at least one QA set.")
+    frames, summaries = [], {}
+    for i, (name, pairs) in enumerate(sets.items()):
+        if progress:
+            progress(i / len(sets), f"scoring the {name} set ({len(pairs)} questions)")
+        frame = score_pairs(model, tokenizer, pairs, name, batch_size, max_new_tokens)
+        kind = "retain" if name in RETAIN_KIND_SETS else "forget"
+        summaries[name] = summarize_set(kind, frame["rougeL_recall"], frame["probability"], frame["truth_ratio"])
+        frames.append(frame)
+    items = pd.concat(frames, ignore_index=True)
+    quality: dict[str, float] = {}
+    if retain_only_items is not None:
+        for name in sets:
+            if name in RETAIN_KIND_SETS:
+                continue
+            reference = retain_only_items.loc[retain_only_items["set"] == name, "truth_ratio"]
+            if len(reference):
+                quality[name] = forget_quality(items.loc[items["set"] == name, "truth_ratio"], reference)
+    report = UnlearningReport(sets=summaries, forget_quality=quality.get("forget"))
+    return ModelEvaluation(items, report, quality)
+
+
+def set_metrics_frame(evaluation: ModelEvaluation) -> pd.DataFrame:
+    """The report's long table (set, metric, value) with Forget Quality on every forgetting set."""
+    frame = evaluation.report.to_frame()
+    extra = [{"set": name, "metric": "forget_quality", "value": value}
+             for name, value in evaluation.forget_quality.items() if name != "forget"]
+    return pd.concat([frame, pd.DataFrame(extra, columns=frame.columns)], ignore_index=True)
+
