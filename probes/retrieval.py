@@ -251,18 +251,30 @@ class RetrievalResult:
                      retrieval_heads=("retrieval_head", "sum"))
                 .reset_index())
 
-    def by_length(self) -> pd.DataFrame:
-        """Mean head score per context length and layer type, over the kept trials."""
+    def _mean_by_type(self, key: str, groups: dict) -> pd.DataFrame:
+        """Mean head score per layer type over the kept trials of each group."""
         types = np.array([_short_type(t) for t in self.layer_types])
         rows = []
-        for length in self.lengths:
-            chosen = [t for t in self.trials if t.context_tokens == length and t.kept]
+        for value, chosen in groups.items():
             for kind in sorted(set(types)):
                 rows.append({
-                    "context_tokens": length, "layer_type": kind, "kept_trials": len(chosen),
+                    key: value, "layer_type": kind, "kept_trials": len(chosen),
                     "mean_score": float(np.mean([t.scores[types == kind].mean() for t in chosen])) if chosen else np.nan,
                 })
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows, columns=[key, "layer_type", "kept_trials", "mean_score"])
+
+    def by_length(self) -> pd.DataFrame:
+        """Mean head score per context length and layer type, over the kept trials."""
+        return self._mean_by_type("context_tokens", {
+            n: [t for t in self.trials if t.kept and t.context_tokens == n] for n in self.lengths})
+
+    def by_window(self) -> pd.DataFrame:
+        """Mean head score per layer type over kept trials, split by whether the sliding window
+        still covered the whole needle when the answer began (empty for models without one)."""
+        if self.sliding_window is None or "sliding_attention" not in self.layer_types:
+            return self._mean_by_type("window_sees_needle", {})
+        return self._mean_by_type("window_sees_needle", {
+            sees: [t for t in self.trials if t.kept and t.window_sees_needle is sees] for sees in (True, False)})
 
     def to_json(self) -> dict:
         """Plain data for export: settings, scores and per-trial outcomes."""

@@ -60,10 +60,12 @@ def english_version(item: Item) -> Item:
 
 @dataclass(frozen=True)
 class Case:
-    """One transplant item: `item` is what the model answers (its prompt is the main prompt)."""
+    """One transplant item: `item` is what the model answers (its prompt is the main prompt);
+    `lang` is the non-English language of the pair, whichever direction."""
 
     item: Item
     aux_prompt: str
+    lang: str
 
 
 def make_case(item: Item, direction: str) -> Case:
@@ -74,8 +76,8 @@ def make_case(item: Item, direction: str) -> Case:
         raise InputError(f"Item {item.id} ({item.lang}) has no English prompt to transplant from or into; "
                          "load the task with its English file (english_path=...).")
     if direction == "en->x":
-        return Case(item, item.english_prompt)
-    return Case(english_version(item), item.prompt)
+        return Case(item, item.english_prompt, item.lang)
+    return Case(english_version(item), item.prompt, item.lang)
 
 
 def _answer_prefix(item: Item) -> str:
@@ -127,9 +129,13 @@ def answer_for(handle: ModelHandle, item: Item) -> Answer:
     return Answer(tuple(texts), tuple(continuation_tokens(handle, item.prompt, t) for t in texts), label)
 
 
-def chance_level(item: Item) -> float:
-    """Chance of a random option being right (NaN for open answers)."""
-    return 1.0 / len(item.choices) if item.choices else float("nan")
+def chance_level(item: Item, scoring: str) -> float:
+    """Chance of a random option being right: multiple choice always, answer-probability tasks
+    when their options are ranked (generating the answer freely has no such chance); NaN otherwise."""
+    kind = get_task(item.task).kind
+    if item.choices and (kind == "multiple_choice" or (kind == "answer_probability" and scoring == "probability")):
+        return 1.0 / len(item.choices)
+    return float("nan")
 
 
 def score_text(item: Item, output: str) -> bool:

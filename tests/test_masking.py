@@ -32,7 +32,7 @@ def _allowed(handle, layer: int, n: int) -> torch.Tensor:
 
 def _z_and_v(handle, ids, layer, fwd_hooks=()):
     names = [f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.attn.hook_v", f"blocks.{layer}.attn.hook_pattern"]
-    _, cache = ops.run_with_cache(handle, ids, names, fwd_hooks=fwd_hooks)
+    _, cache = ops.run_with_cache(handle, ids, names, fwd_hooks=fwd_hooks, return_logits=False)
     return cache[names[0]][0], cache[names[1]][0], cache[names[2]][0]
 
 

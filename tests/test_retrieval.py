@@ -214,6 +214,10 @@ def test_result_frames_rank_and_threshold():
     assert by_type.loc["full", "max_score"] == 0.5 and by_type.loc["sliding", "retrieval_heads"] == 2
     by_length = res.by_length()
     assert by_length["kept_trials"].tolist() == [1, 1, 0, 0]
+    # the kept trial (scores == res.scores) had the needle inside the window
+    by_window = res.by_window().set_index(["window_sees_needle", "layer_type"])
+    assert by_window.loc[(True, "full"), "mean_score"] == pytest.approx(0.275)
+    assert by_window.loc[(False, "sliding"), "kept_trials"] == 0
     json.dumps(res.to_json())
     assert res.figure().data[0].z.shape == (2, 3)
     with pytest.raises(InputError):

@@ -27,11 +27,12 @@ def result(spec, tmp_path, monkeypatch):
 
 
 def test_run_scores_fills_every_output(result):
-    status, fig, ranked, per_type, trials, res = result
+    status, fig, ranked, per_type, window, trials, res = result
     assert "2 of 2 trials kept" in status and "sliding" in status
     assert fig.data[0].z.shape == (4, 2)
     assert len(ranked) == 8 and list(ranked.columns)[:4] == ["layer", "head", "layer_type", "score"]
     assert set(per_type["layer_type"]) == {"sliding", "full"}
+    assert window["kept_trials"].sum() == 2 * 2  # each kept trial counted once per layer type
     assert len(trials) == 2 and isinstance(res, retrieval.RetrievalResult)
 
 

@@ -311,16 +311,19 @@ class _Loop:
             raise InputError("Nothing to train: the model and the method have no trainable parameters.")
         optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
         tokenizer = self.model.handle.tokenizer
-        self.sampler = _EpochShuffle(len(records), config.seed)
-        loader = torch.utils.data.DataLoader(records, batch_size=config.batch_size, sampler=self.sampler,
-                                             collate_fn=_Collate(method, tokenizer, config))
+        # The loader's own generator: starting to iterate then draws no number from the global RNG,
+        # so a resumed run's dropout / sampling continues exactly where the checkpoint left it.
+        loader = torch.utils.data.DataLoader(records, batch_size=config.batch_size, sampler=_EpochShuffle(len(records), config.seed),
+                                             collate_fn=_Collate(method, tokenizer, config),
+                                             generator=torch.Generator().manual_seed(config.seed))
         self.container = _LossModule(self.model, self.extras, method)
         self.container, self.optimizer, self.loader = accelerator.prepare(self.container, optimizer, loader)
         self.eval_loader = None
         if eval_records:
             eval_loader = torch.utils.data.DataLoader(eval_records, batch_size=config.batch_size,
                                                       sampler=_EpochShuffle(len(eval_records), 0, shuffle=False),
-                                                      collate_fn=_Collate(method, tokenizer, config))
+                                                      collate_fn=_Collate(method, tokenizer, config),
+                                                      generator=torch.Generator().manual_seed(config.seed))
             self.eval_loader = accelerator.prepare(eval_loader)
         self.steps_per_epoch = max(1, math.ceil(len(self.loader) / config.grad_accum))
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
@@ -411,8 +414,8 @@ class _Loop:
         self.t0 = time.time()
         window = _Window()
         while self.step < self.total_steps:
-            self.sampler.set_epoch(self.epoch)
             batches = acc.skip_first_batches(self.loader, self.batch_in_epoch) if self.batch_in_epoch else self.loader
+            batches.set_epoch(self.epoch)  # Accelerate re-seeds the sampler from its loader's epoch counter
             for batch in batches:
                 with acc.accumulate(self.container):
                     loss, terms = self.container(batch)

@@ -46,6 +46,7 @@ __all__ = [
     "answer_logprob_means",
     "score_pairs",
     "ModelEvaluation",
+    "summarize_items",
     "evaluate_model",
     "set_metrics_frame",
 ]
@@ -203,32 +204,38 @@ class ModelEvaluation:
         return row
 
 
-def evaluate_model(model, tokenizer, sets: Mapping[str, Sequence[QAPair]],
-                   retain_only_items: pd.DataFrame | None = None, batch_size: int = 16,
-                   max_new_tokens: int = 32, progress: Progress | None = None) -> ModelEvaluation:
-    """Score `model` on each named set; with the retain-only model's `items`, add Forget Quality
-    (KS p-value of raw truth ratios) on every set both evaluations share except the retain-kind ones."""
-    if not sets:
-        raise InputError("evaluate_model needs at least one QA set.")
-    frames, summaries = [], {}
-    for i, (name, pairs) in enumerate(sets.items()):
-        if progress:
-            progress(i / len(sets), f"scoring the {name} set ({len(pairs)} questions)")
-        frame = score_pairs(model, tokenizer, pairs, name, batch_size, max_new_tokens)
+def summarize_items(items: pd.DataFrame, retain_only_items: pd.DataFrame | None = None) -> ModelEvaluation:
+    """Summaries of per-item scores (the frames of :func:`score_pairs`, concatenated). With the
+    retain-only model's items, Forget Quality (KS p-value of raw truth ratios) is added for every
+    set both hold, except the retain-kind ones."""
+    if items.empty:
+        raise InputError("There are no scored items to summarise.")
+    summaries = {}
+    for name, frame in items.groupby("set", sort=False):
         kind = "retain" if name in RETAIN_KIND_SETS else "forget"
         summaries[name] = summarize_set(kind, frame["rougeL_recall"], frame["probability"], frame["truth_ratio"])
-        frames.append(frame)
-    items = pd.concat(frames, ignore_index=True)
     quality: dict[str, float] = {}
     if retain_only_items is not None:
-        for name in sets:
-            if name in RETAIN_KIND_SETS:
-                continue
+        for name in summaries:
             reference = retain_only_items.loc[retain_only_items["set"] == name, "truth_ratio"]
-            if len(reference):
+            if name not in RETAIN_KIND_SETS and len(reference):
                 quality[name] = forget_quality(items.loc[items["set"] == name, "truth_ratio"], reference)
     report = UnlearningReport(sets=summaries, forget_quality=quality.get("forget"))
     return ModelEvaluation(items, report, quality)
+
+
+def evaluate_model(model, tokenizer, sets: Mapping[str, Sequence[QAPair]],
+                   retain_only_items: pd.DataFrame | None = None, batch_size: int = 16,
+                   max_new_tokens: int = 32, progress: Progress | None = None) -> ModelEvaluation:
+    """Score `model` on each named set and summarise (see :func:`summarize_items`)."""
+    if not sets:
+        raise InputError("evaluate_model needs at least one QA set.")
+    frames = []
+    for i, (name, pairs) in enumerate(sets.items()):
+        if progress:
+            progress(i / len(sets), f"scoring the {name} set ({len(pairs)} questions)")
+        frames.append(score_pairs(model, tokenizer, pairs, name, batch_size, max_new_tokens))
+    return summarize_items(pd.concat(frames, ignore_index=True), retain_only_items)
 
 
 def set_metrics_frame(evaluation: ModelEvaluation) -> pd.DataFrame:

@@ -55,13 +55,13 @@ def _status(result: retrieval.RetrievalResult) -> str:
 @friendly
 def run_scores(spec: str, lang: str, lengths: str, depths: str, n_needles: float, progress=gr.Progress()):
     """Score every head in one language; returns status, heatmap, ranked table, per-type table,
-    trials table, and the result (kept in the session for export and masking)."""
+    window table, trials table, and the result (kept in the session for export and masking)."""
     sizes, fractions, n = _grid(lengths, depths, n_needles)
     handle = load(spec)
     result = retrieval.retrieval_scores(handle, lang, sizes, fractions, n, progress=progress_callback(progress))
     ranked = result.to_frame().round(4)
     return (_status(result), result.figure(), ranked, result.by_layer_type().round(4),
-            result.trials_frame(), result)
+            result.by_window().round(4), result.trials_frame(), result)
 
 
 @friendly
@@ -150,13 +150,14 @@ def build(model_spec: gr.Textbox) -> None:
         ranked = gr.Dataframe(label="Heads, best first", max_height=360)
         per_type = gr.Dataframe(label="Per layer type")
     with gr.Accordion("Trials (kept and dropped)", open=False):
+        window = gr.Dataframe(label="Mean score by layer type: did the sliding window still cover the needle?")
         trials = gr.Dataframe(wrap=True, max_height=400)
     with gr.Row():
         export_kind = gr.Radio(["csv", "json"], value="csv", label="Export format")
         export_button = gr.Button("Export scores")
         export_file = gr.File(label="Download")
     score_button.click(run_scores, inputs=[model_spec, lang, lengths, depths, n_needles],
-                       outputs=[status, heatmap, ranked, per_type, trials, result_state], api_name="retrieval_scores")
+                       outputs=[status, heatmap, ranked, per_type, window, trials, result_state], api_name="retrieval_scores")
     export_button.click(export_scores, inputs=[result_state, export_kind], outputs=export_file)
 
     gr.Markdown("### Per-language comparison\nThe same grid with haystack, needle and question in each language.")

@@ -1,0 +1,388 @@
+"""Entity-level unlearning end to end (arXiv 2406.15796): inject, unlearn with each method, evaluate.
+
+1. Invent entities (`workbench.datasets.entities`) and split them into forget / target / retain.
+2. Injection: fine-tune the base model on every invented entity's QA pairs (SFT through the shared
+   training loop); a second run on the retain pairs only gives the retain-only model that Forget
+   Quality compares against.
+3. Real entities: from `workbench/data/entities/real_entities.json`, keep the facts the *base*
+   model answers correctly with greedy decoding (its pre-trained knowledge), split them by
+   attribute into a real forget and target set.
+4. For each track (`injected`: the invented entities; `pretrained`: the real ones) and each method,
+   unlearn from the injected model (which is also the frozen reference) and evaluate every
+   checkpoint on forget, target, retain and real-world questions.
+
+Forget Quality needs a model that never learned the forgotten entities; for real entities no such
+model exists (the base model learned them in pre-training), so the `pretrained` track reports it
+as NaN and is compared through ROUGE-L and probability on its forget and target sets.
+All files go to `WORKBENCH_HOME/unlearning/<name>/` (see `trainers.unlearning_results`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+import yaml
+
+from workbench import registry
+from workbench.datasets.entities import (
+    DATA_DIR,
+    QAPair,
+    UnlearningSplits,
+    build_unlearning_splits,
+    generate_entities,
+    idk_answers,
+    to_jsonl,
+)
+from workbench.errors import InputError
+from workbench.evals.unlearning_eval import ModelEvaluation, greedy_answers, score_pairs, summarize_items
+from workbench.paths import atomic_write_text
+
+from .config import TrainConfig
+from .methods.unlearning import SHORT_NAMES
+from .unlearning_results import UnlearningResults, results_dir
+
+log = logging.getLogger("trainers.unlearning")
+Progress = Callable[[float, str], None]
+TRACKS = ("injected", "pretrained")
+REAL_ENTITIES_FILE = DATA_DIR / "real_entities.json"
+
+
+class PipelineConfigError(InputError):
+    """An unlearning pipeline configuration that cannot run."""
+
+
+@dataclass
+class UnlearningPipelineConfig:
+    """Every knob of the pipeline. Training options not listed here keep `TrainConfig`'s defaults."""
+
+    name: str = "unlearning"
+    base_model: str = "gemma-3-270m"
+    entities: int = 4
+    forget_entities: int = 1
+    target_mode: str = "attributes"
+    coverage: float = 0.5
+    methods: list[str] = field(default_factory=lambda: list(SHORT_NAMES))
+    seed: int = 0
+    lora: bool = True
+    lora_r: int = 16
+    batch_size: int = 4
+    max_length: int = 128
+    inject_epochs: int = 3
+    inject_lr: float = 1e-3
+    steps: int = 8
+    lr: float = 1e-4
+    beta: float = 0.1
+    scheduler: str = "constant"
+    eval_every: int = 0
+    eval_items: int | None = None
+    max_new_tokens: int = 32
+    real_entities: list[str] = field(default_factory=lambda: ["Italy", "Spain", "Russia"])
+    real_forget_entities: int = 2
+    verify_real: bool = True
+    keep_checkpoints: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if not self.name.strip() or any(c in self.name for c in "/\\@") or self.name.startswith("."):
+            raise PipelineConfigError(f"name {self.name!r} must be a plain name (no '/', '\\', '@' or leading '.').")
+        if not self.methods:
+            raise PipelineConfigError("Choose at least one unlearning method.")
+        unknown = [m for m in self.methods if m not in SHORT_NAMES]
+        if unknown:
+            raise PipelineConfigError(f"Unknown unlearning method(s) {', '.join(unknown)}; choose from {', '.join(SHORT_NAMES)}.")
+        for name in ("entities", "forget_entities", "batch_size", "inject_epochs", "steps", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise PipelineConfigError(f"{name} must be at least 1 (got {getattr(self, name)}).")
+        if self.forget_entities >= self.entities:
+            raise PipelineConfigError(f"forget_entities ({self.forget_entities}) must be smaller than entities "
+                                      f"({self.entities}) so that some entities are retained.")
+        if self.eval_every < 0 or (self.eval_items is not None and self.eval_items < 1):
+            raise PipelineConfigError("eval_every must be 0 (final checkpoint only) or more, eval_items empty or at least 1.")
+        if self.real_entities and self.real_forget_entities < 1:
+            raise PipelineConfigError("real_forget_entities must be at least 1 when real_entities are given.")
+        for name in ("inject_lr", "lr", "beta"):
+            if not getattr(self, name) > 0:
+                raise PipelineConfigError(f"{name} must be greater than 0 (got {getattr(self, name)}).")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "the configuration") -> "UnlearningPipelineConfig":
+        if not isinstance(values, dict):
+            raise PipelineConfigError(f"{source} must be a mapping of option: value.")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise PipelineConfigError(f"Unknown option(s) in {source}: {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "UnlearningPipelineConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise PipelineConfigError(f"Configuration file {path} does not exist.")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise PipelineConfigError(f"{path} is not valid YAML: {exc}") from None
+        return cls.from_dict(values or {}, source=str(path))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(asdict(self), sort_keys=False, allow_unicode=True)
+
+    def train_config(self, **values: Any) -> TrainConfig:
+        """A `TrainConfig` with this pipeline's shared options and the given ones."""
+        shared = {"base_model": self.base_model, "seed": self.seed, "lora": self.lora, "lora_r": self.lora_r,
+                  "lora_alpha": 2 * self.lora_r, "batch_size": self.batch_size, "max_length": self.max_length}
+        return TrainConfig(**{**shared, **values})
+
+
+# ---------------------------------------------------------------------- data
+
+def injection_records(pairs: Sequence[QAPair]) -> list[dict]:
+    """SFT records (question -> answer) for the injection runs."""
+    return [{"instruction": p.question, "output": p.answer, "lang": p.lang} for p in pairs]
+
+
+def unlearning_records(forget: Sequence[QAPair], retain: Sequence[QAPair], seed: int) -> list[dict]:
+    """One record per forget pair, paired with a retain pair (a seeded cycle through a shuffled
+    retain set) and a randomly chosen "I don't know" answer in the pair's language."""
+    if not forget or not retain:
+        raise InputError("Unlearning needs at least one forget pair and one retain pair.")
+    rng = random.Random(seed)
+    order = list(range(len(retain)))
+    rng.shuffle(order)
+    records = []
+    for i, pair in enumerate(forget):
+        kept = retain[order[i % len(order)]]
+        records.append({"instruction": pair.question, "output": pair.answer, "idk": rng.choice(idk_answers(pair.lang)),
+                        "retain_instruction": kept.question, "retain_output": kept.answer, "lang": pair.lang})
+    return records
+
+
+def write_jsonl(records: list[dict], path: Path) -> Path:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return path
+
+
+def real_entity_candidates(entities: Sequence[str] | None = None) -> list[tuple[QAPair, str, list[str]]]:
+    """(QA pair, true value, wrong values) for the listed real entities (all when None)."""
+    items = json.loads(REAL_ENTITIES_FILE.read_text(encoding="utf-8"))["items"]
+    known = list(dict.fromkeys(item["entity"] for item in items))
+    if entities is not None:
+        missing = [e for e in entities if e not in known]
+        if missing:
+            raise InputError(f"No facts about {', '.join(missing)} in {REAL_ENTITIES_FILE.name}; it covers {', '.join(known)}.")
+        items = [item for item in items if item["entity"] in entities]
+    return [(QAPair(entity=item["entity"], question=item["question"], answer=item["answer"].format(value=item["value"]),
+                    paraphrased_answer=item["paraphrase"].format(value=item["value"]),
+                    perturbed_answers=tuple(item["paraphrase"].format(value=w) for w in item["wrong"]),
+                    attribute=item["attribute"]), item["value"], list(item["wrong"])) for item in items]
+
+
+def answers_correctly(generation: str, value: str, wrong: Sequence[str]) -> bool:
+    """A greedy answer counts as correct when it names the true value, names no wrong value and is
+    not a question (small base models often echo or ask back)."""
+    text = generation.lower()
+    return value.lower() in text and "?" not in text and not any(w.lower() in text for w in wrong)
+
+
+def check_real_entities(model, tokenizer, candidates: Sequence[tuple[QAPair, str, list[str]]],
+                        max_new_tokens: int = 32) -> pd.DataFrame:
+    """Greedy answers of `model` to every candidate question, and whether each is correct."""
+    answers = greedy_answers(model, tokenizer, [p.question for p, _, _ in candidates], max_new_tokens)
+    rows = []
+    for (pair, value, wrong), answer in zip(candidates, answers):
+        rows.append({"entity": pair.entity, "attribute": pair.attribute, "question": pair.question, "value": value,
+                     "generation": answer, "correct": answers_correctly(answer, value, wrong)})
+    return pd.DataFrame(rows)
+
+
+def real_splits(known: Sequence[QAPair], n_forget_entities: int, coverage: float, seed: int) -> tuple[list[QAPair], list[QAPair]]:
+    """Forget and target sets over real entities: `n_forget_entities` of the entities with at least
+    two known facts, each split by attribute (`coverage` of its facts, at least one, into forget)."""
+    by_entity: dict[str, list[QAPair]] = {}
+    for pair in known:
+        by_entity.setdefault(pair.entity, []).append(pair)
+    usable = [e for e, pairs in by_entity.items() if len(pairs) >= 2]
+    if not usable:
+        return [], []
+    rng = random.Random(seed)
+    chosen = usable[:n_forget_entities]
+    forget, target = [], []
+    for entity in chosen:
+        pairs = list(by_entity[entity])
+        rng.shuffle(pairs)
+        k = min(max(round(coverage * len(pairs)), 1), len(pairs) - 1)
+        forget.extend(pairs[:k])
+        target.extend(pairs[k:])
+    return forget, target
+
+
+def _sample(pairs: Sequence[QAPair], cap: int | None, seed: int) -> list[QAPair]:
+    if cap is None or len(pairs) <= cap:
+        return list(pairs)
+    keep = sorted(random.Random(seed).sample(range(len(pairs)), cap))
+    return [pairs[i] for i in keep]
+
+
+# ---------------------------------------------------------------------- the pipeline
+
+def prepare_data(config: UnlearningPipelineConfig, folder: Path) -> tuple[UnlearningSplits, Path, Path, Path]:
+    """Entities, splits and the JSONL files of the injected track (usable from the Train tab too):
+    `inject.jsonl` (all invented entities), `retain.jsonl` (retain only), `unlearn_injected.jsonl`."""
+    entities = generate_entities(config.entities, config.seed)
+    splits = build_unlearning_splits(entities, config.forget_entities, config.seed, config.target_mode, config.coverage)
+    folder.mkdir(parents=True, exist_ok=True)
+    to_jsonl(splits, folder / "splits.jsonl")
+    inject = write_jsonl(injection_records(splits.forget + splits.target + splits.retain), folder / "inject.jsonl")
+    retain = write_jsonl(injection_records(splits.retain), folder / "retain.jsonl")
+    unlearn = write_jsonl(unlearning_records(splits.forget, splits.retain, config.seed), folder / "unlearn_injected.jsonl")
+    return splits, inject, retain, unlearn
+
+
+def _plain_model(spec: str):
+    """A plain Hugging Face model and tokenizer for evaluation (not the app's shared handle)."""
+    from transformers import AutoTokenizer
+
+    from .methods.unlearning import load_reference
+    from workbench.models import resolve_spec
+
+    model = load_reference(spec)
+    path = resolve_spec(spec).path
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+class _Runner:
+    """One pipeline run: holds the config, folder, progress reporting and the rows collected."""
+
+    def __init__(self, config: UnlearningPipelineConfig, progress: Progress | None):
+        self.config, self.progress = config, progress
+        self.folder = results_dir(config.name)
+        self.rows: list[dict] = []
+        self.items: list[pd.DataFrame] = []
+        self.notes: list[str] = []
+
+    def say(self, fraction: float, message: str) -> None:
+        log.info(message)
+        if self.progress:
+            self.progress(min(max(fraction, 0.0), 1.0), message)
+
+    def train(self, train_config: TrainConfig):
+        from .loop import train
+
+        return train(train_config)
+
+    def evaluate(self, spec: str, sets: dict[str, list[QAPair]], shared: dict[str, pd.DataFrame] | None = None
+                 ) -> dict[str, pd.DataFrame]:
+        """Per-item frames of `spec` on `sets` (set name -> frame), skipping sets found in `shared`."""
+        model, tokenizer = _plain_model(spec)
+        frames = dict(shared or {})
+        for name, pairs in sets.items():
+            if name not in frames and pairs:
+                frames[name] = score_pairs(model, tokenizer, pairs, name, max_new_tokens=self.config.max_new_tokens)
+        del model
+        return frames
+
+    def record(self, track: str, method: str, step: int, spec: str, frames: dict[str, pd.DataFrame],
+               retain_only: dict[str, pd.DataFrame] | None) -> ModelEvaluation:
+        items = pd.concat(list(frames.values()), ignore_index=True)
+        reference = pd.concat(list(retain_only.values()), ignore_index=True) if retain_only else None
+        evaluation = summarize_items(items, reference)
+        self.rows.append({"track": track, "method": method, "step": step, "model": spec, **evaluation.summary()})
+        self.items.append(items.assign(track=track, method=method, step=step))
+        return evaluation
+
+
+def run_pipeline(config: UnlearningPipelineConfig, progress: Progress | None = None) -> UnlearningResults:
+    """Inject, unlearn with every method on both tracks, evaluate; save and return the results."""
+    run = _Runner(config, progress)
+    folder = run.folder
+    atomic_write_text(folder / "config.yaml", config.to_yaml())
+    splits, inject_path, retain_path, unlearn_path = prepare_data(config, folder)
+    evals = {"forget": _sample(splits.forget, config.eval_items, config.seed),
+             "target": _sample(splits.target, config.eval_items, config.seed + 1)}
+    shared_sets = {"retain": _sample(splits.retain, config.eval_items, config.seed + 2),
+                   "real_world": _sample(splits.real_world, config.eval_items, config.seed + 3)}
+    tracks = {"injected": {**evals}}
+    unlearn_data = {"injected": unlearn_path}
+
+    # Real entities the base model knows (checked before any fine-tuning).
+    real_check = None
+    if config.real_entities:
+        run.say(0.0, f"checking which facts about {', '.join(config.real_entities)} {config.base_model} knows")
+        candidates = real_entity_candidates(config.real_entities)
+        if config.verify_real:
+            model, tokenizer = _plain_model(config.base_model)
+            real_check = check_real_entities(model, tokenizer, candidates, config.max_new_tokens)
+            del model
+            known = [pair for (pair, _, _), ok in zip(candidates, real_check["correct"]) if ok]
+        else:
+            known = [pair for pair, _, _ in candidates]
+            run.notes.append("Real-entity facts were not verified on the base model (verify_real: false).")
+        forget, target = real_splits(known, config.real_forget_entities, config.coverage, config.seed)
+        if forget:
+            tracks["pretrained"] = {"forget": forget, "target": target}
+            unlearn_data["pretrained"] = write_jsonl(unlearning_records(forget, splits.retain, config.seed),
+                                                     folder / "unlearn_pretrained.jsonl")
+        else:
+            run.notes.append(f"{config.base_model} answered too few real-entity questions correctly "
+                             "(an entity needs two known facts): the pretrained track was skipped.")
+    if real_check is not None:
+        real_check.to_csv(folder / "real_entity_check.csv", index=False)
+    n_runs, done = 2 + len(config.methods) * len(tracks), 0
+
+    # Injection and the retain-only model.
+    steps_note = f"{config.inject_epochs} epoch(s)"
+    run.say(0.02, f"injecting {config.entities} invented entities into {config.base_model} ({steps_note})")
+    inject = run.train(config.train_config(method="sft", data=str(inject_path), output=f"{config.name}-inject",
+                                           lr=config.inject_lr, epochs=config.inject_epochs, scheduler="cosine",
+                                           warmup_ratio=0.1))
+    done += 1
+    run.say(done / n_runs, f"training the retain-only model ({steps_note})")
+    retain_only_run = run.train(config.train_config(method="sft", data=str(retain_path), output=f"{config.name}-retain",
+                                                    lr=config.inject_lr, epochs=config.inject_epochs,
+                                                    scheduler="cosine", warmup_ratio=0.1))
+    done += 1
+    injected_spec = inject.checkpoint.spec
+    retain_spec = retain_only_run.checkpoint.spec
+
+    run.say(done / n_runs, "evaluating the injected and retain-only models")
+    retain_only = run.evaluate(retain_spec, evals)
+    run.record("injected", "retain-only", 0, retain_spec, retain_only, retain_only)
+    injected_shared = run.evaluate(injected_spec, shared_sets)
+    start_frames = {track: run.evaluate(injected_spec, sets) for track, sets in tracks.items()}
+    for track in tracks:
+        run.record(track, "none", 0, injected_spec, {**start_frames[track], **injected_shared},
+                   retain_only if track == "injected" else None)
+
+    # Unlearning: every method on every track, from the injected model.
+    for track, sets in tracks.items():
+        for method in config.methods:
+            run.say(done / n_runs, f"{track} entities: unlearning with {method} ({config.steps} steps)")
+            result = run.train(config.train_config(
+                method=SHORT_NAMES[method], base_model=injected_spec, data=str(unlearn_data[track]),
+                output=f"{config.name}-{track}-{method}", lr=config.lr, max_steps=config.steps,
+                scheduler=config.scheduler, save_every=config.eval_every,
+                keep_last=max(1, math.ceil(config.steps / max(config.eval_every, 1)) + 1),
+                method_args={"beta": config.beta} if method in ("dpo", "npo", "npo-gd") else {}))
+            for ckpt in registry.list_checkpoints(result.run):
+                frames = run.evaluate(ckpt.spec, {**sets, **shared_sets})
+                run.record(track, method, ckpt.step, ckpt.spec, frames, retain_only if track == "injected" else None)
+                if not config.keep_checkpoints:
+                    registry.delete(ckpt.name)
+            done += 1
+
+    results = UnlearningResults(name=config.name, table=pd.DataFrame(run.rows),
+                                items=pd.concat(run.items, ignore_index=True), real_check=real_check,
+                                notes=run.notes, config=asdict(config))
+    results.save()
+    run.say(1.0, f"done: results in {folder}")
+    return results

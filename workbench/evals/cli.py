@@ -1,0 +1,98 @@
+"""`workbench eval TASK` and `workbench globesumm`: the evaluation API from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from workbench.cli import command
+from workbench.datasets.globesumm import PIPELINES
+from workbench.datasets.tasks import list_tasks
+from workbench.evals.harness import MODES
+from workbench.evals.mcms import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PIPELINES
+
+
+def _progress_bar(desc: str):
+    """A tqdm bar driven by the API's `progress(fraction, message)` callbacks."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, desc=desc, unit="%")
+
+    def report(fraction: float, message: str) -> None:
+        bar.set_description(message[:60])
+        bar.update(max(0, int(fraction * 100) - bar.n))
+
+    return bar, report
+
+
+def _eval_configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task", choices=list_tasks(), help="task name")
+    p.add_argument("--model", default="gemma-3-270m", help="model spec (default: gemma-3-270m)")
+    p.add_argument("--langs", default=None, help="comma-separated language codes (default: all with a sample)")
+    p.add_argument("--n", type=int, default=None, help="first N items per language (default: all)")
+    p.add_argument("--mode", choices=MODES, default="auto", help="how to score (default: auto)")
+    p.add_argument("--no-cache", action="store_true", help="recompute instead of reading cached outputs")
+    p.add_argument("--json", action="store_true", help="print every (language, metric) score as JSON")
+
+
+def _eval_run(args) -> None:
+    from workbench.evals.harness import evaluate
+
+    bar, report = _progress_bar(args.task)
+    try:
+        result = evaluate(args.model, args.task, args.langs, n=args.n, mode=args.mode,
+                          use_cache=not args.no_cache, progress=report)
+    finally:
+        bar.close()
+    table = result.table()
+    if args.json:
+        print(json.dumps(table.to_dict(orient="records"), indent=1, ensure_ascii=False))
+    else:
+        print(f"{args.task} on {result.spec} (headline metric: {result.metric}; 95% bootstrap CI)")
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+
+
+command("eval", "score a model on a multilingual task, per language, with confidence intervals")(
+    (_eval_configure, _eval_run))
+
+
+def _globesumm_configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="gemma-3-270m", help="model spec (default: gemma-3-270m)")
+    p.add_argument("--pipeline", nargs="+", choices=PIPELINES, default=list(DEFAULT_PIPELINES),
+                   help="pipelines to run (default: all recurrent protocol)")
+    p.add_argument("--events", default=None, help="GlobeSumm file (default: the committed sample)")
+    p.add_argument("--max-events", type=int, default=None, help="only the first N events")
+    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    p.add_argument("--max-prompt-tokens", type=int, default=None)
+    p.add_argument("--chat", action="store_true", help="wrap prompts in the model's chat template")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--json", action="store_true", help="print every summary and its metrics as JSON")
+
+
+def _globesumm_run(args) -> None:
+    from workbench.datasets.globesumm import load_events
+    from workbench.errors import InputError
+    from workbench.evals.mcms import run_mcms
+
+    events = load_events(args.events)
+    if args.max_events is not None:
+        if args.max_events < 1:
+            raise InputError(f"--max-events must be at least 1, got {args.max_events}")
+        events = events[: args.max_events]
+    bar, report = _progress_bar("globesumm")
+    try:
+        result = run_mcms(args.model, events, args.pipeline, max_new_tokens=args.max_new_tokens,
+                          max_prompt_tokens=args.max_prompt_tokens, chat=args.chat,
+                          use_cache=not args.no_cache, progress=report)
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps(result.rows, indent=1, ensure_ascii=False, default=str))
+        return
+    print(f"GlobeSumm MCMS on {result.spec}: {len(events)} events, mean and 95% bootstrap CI")
+    table = result.summary_frame().pivot(index="metric", columns="pipeline", values="score")
+    print(table[result.pipelines].to_string(float_format=lambda x: f"{x:.3f}"))
+
+
+command("globesumm", "summarize GlobeSumm events with each MCMS pipeline and score the summaries")(
+    (_globesumm_configure, _globesumm_run))
