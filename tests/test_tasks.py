@@ -45,6 +45,7 @@ def test_registry():
     ("globalopinion", 40, {"en", "fr", "de", "es", "zh", "ja", "ru"}),
     ("capitals", 40, {"en", "fr", "de", "es", "zh", "ja", "ru"}),
     ("word_translation", 40, {"fr", "de", "es", "zh", "ja", "ru"}),
+    ("mkqa", 40, {"en", "fr", "de", "es", "zh", "ja", "ru"}),
     ("xlsum", 10, {"en", "fr", "de", "zh", "ja"}),
 ])
 def test_committed_sample_sizes(name, minimum, langs):
@@ -63,7 +64,7 @@ def test_committed_sample_loads_and_pairs_with_english(name, lang):
     assert all(it.english_prompt for it in items)
     if lang == "en":
         assert all(it.english_prompt == it.prompt for it in items)
-    elif task.english_source == "file":
+    elif task.english_source in ("file", "same_file"):
         english = {it.id: it for it in load_task(name, "en")}
         assert {it.id for it in items} == set(english)
         assert all(it.english_prompt == english[it.id].prompt != it.prompt for it in items)
@@ -205,7 +206,7 @@ def test_xquad_squad_json(tmp_path):
     en = tmp_path / "xquad.en.json"
     en.write_text(json.dumps(squad("The tower is 300 metres tall.", "How tall?", "300 metres")), encoding="utf-8")
     (item,) = load_task("xquad", "de", path=de, english_path=en)
-    assert item.answer == ["300 Meter"] and item.meta["answer_start"] == [12]
+    assert item.answer == ["300 Meter"] and item.meta["answer_start"] == [13]
     assert "Der Turm" in item.prompt and "How tall?" in item.english_prompt
 
 

@@ -19,7 +19,7 @@ English ones, and `trainers.inference` runs the model on a monolingual prompt wi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,6 @@ from .sft import response_cross_entropy
 
 INJECT_HOOK = "blocks.1.hook_resid_pre"
 DECISION_KEY = "decision_maker.weight"
-TRANSFORM_KEY = "transform_matrix"
 
 
 def mlp_out_names(n_layers: int) -> list[str]:
@@ -48,13 +47,13 @@ def check_model(handle: ModelHandle) -> None:
 
 
 def tag_positions(ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                  pad_id: int | None = None) -> torch.Tensor:
+                  pad_token: int | None = None) -> torch.Tensor:
     """Index of each row's last real token (the tag): the last position the attention mask keeps,
     or, without a mask, the last token that is not padding (a prompt never ends in padding)."""
     if attention_mask is not None:
         keep = attention_mask.bool()
-    elif pad_id is not None:
-        keep = ids != pad_id
+    elif pad_token is not None:
+        keep = ids != pad_token
     else:
         keep = torch.ones_like(ids, dtype=torch.bool)
     if not bool(keep.any(-1).all()):
@@ -132,8 +131,7 @@ def decision_maker_for(handle: ModelHandle) -> DecisionMaker:
 
 
 def read_state(folder: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors a CC-Tuning checkpoint saved next to its weights (Decision Maker, Transform
-    Matrix once fitted)."""
+    """What a CC-Tuning checkpoint saved next to its weights (`method_state`: the Decision Maker)."""
     from ..state import METHOD_TENSORS, load_method_state
 
     path = Path(folder) / METHOD_TENSORS

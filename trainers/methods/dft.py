@@ -32,6 +32,7 @@ from workbench.errors import InputError
 from workbench.models import ModelHandle
 
 from ..data import IGNORE_INDEX, encode_pair, pad_batch, pad_id
+from .cc_tuning import encode_prompt
 from .sft import response_cross_entropy
 
 SIGNALS = ("logits", "feature")
@@ -210,8 +211,7 @@ class DFT:
         else:
             width = batch["input_ids"].shape[1]
             batch["pool_mask"] = torch.stack([_pool_mask(ids, n, width, bos) for ids, n in pairs])
-            english = [encode_pair(tokenizer, r["instruction_en"], "", config.max_length) for r in records]
-            english = [ids[:n] for ids, n in english]
+            english = [encode_prompt(tokenizer, r["instruction_en"], config.max_length) for r in records]
             en = pad_batch(english, [len(ids) for ids in english], pad)
             batch["en_input_ids"], batch["en_attention_mask"] = en["input_ids"], en["attention_mask"]
             en_width = en["input_ids"].shape[1]

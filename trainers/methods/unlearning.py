@@ -156,15 +156,19 @@ class Unlearning:
             prompt, response = sources[part]
             pairs = [encode_pair(tokenizer, r[prompt], r[response], config.max_length) for r in records]
             padded = pad_batch([ids for ids, _ in pairs], [n for _, n in pairs], pad_id(tokenizer))
-            prefix = "" if part == "forget" else f"{part}_"
-            batch.update({prefix + key: value for key, value in padded.items()})
+            batch.update({self._prefix(part) + key: value for key, value in padded.items()})
         return batch
 
     def _scores(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], part: str,
                 keep_logits: bool = False) -> AnswerScores:
-        prefix = "" if part == "forget" else f"{part}_"
+        prefix = self._prefix(part)
         return answer_scores(model, batch[prefix + "input_ids"], batch[prefix + "attention_mask"],
                              batch[prefix + "labels"], keep_logits)
+
+    def _prefix(self, part: str) -> str:
+        """Batch keys of the first part are plain (`input_ids`, ...: what the loop counts), the
+        others carry the part's name (`retain_input_ids`, ...)."""
+        return "" if part == self.parts[0] else f"{part}_"
 
     def loss(self, handle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         return self.objective(handle.hf_model, batch)

@@ -100,8 +100,26 @@ class Task:
         """Grade one generated output for `item`."""
         return float(self.scorer(output, item))
 
+    def committed_file(self, lang: str) -> Path:
+        """Where the committed sample of `lang` lives: `<task>/<lang>.jsonl`, or `<task>/<task>.jsonl`
+        for formats that hold every language in one file (MKQA)."""
+        name = self.name if self.english_source == "same_file" else lang
+        return DATA_DIR / self.name / f"{name}.jsonl"
+
     def committed_languages(self) -> list[str]:
         """Languages of the committed sample."""
+        if self.english_source == "same_file":
+            file = self.committed_file("en")
+            if not file.is_file():
+                return []
+            langs = []
+            for lang in self.languages:
+                try:
+                    self.loader(file, lang)
+                except TaskDataError:
+                    continue
+                langs.append(lang)
+            return sorted(langs)
         folder = DATA_DIR / self.name
         return sorted(p.stem for p in folder.glob("*.jsonl")) if folder.is_dir() else []
 
@@ -454,8 +472,8 @@ def get_task(name: str) -> Task:
 # ---------------------------------------------------------------------------------------- loading
 
 def _committed(task: Task, lang: str) -> Path:
-    path = DATA_DIR / task.name / f"{lang}.jsonl"
-    if not path.is_file():
+    path = task.committed_file(lang)
+    if not path.is_file() or lang not in task.committed_languages():
         have = ", ".join(task.committed_languages()) or "none"
         raise TaskDataError(f"no committed sample of {task.name} in {lang!r} (committed: {have}); "
                             "pass path= to load your own file")

@@ -14,8 +14,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
-
-from rouge_score import rouge_scorer
+from functools import cache
 
 DEFAULT_LABELS: tuple[str, ...] = tuple("ABCDEFGHIJ")
 
@@ -220,10 +219,14 @@ class _MixedTokenizer:
         return _qa_tokens(text, None)
 
 
-_ROUGE = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=_MixedTokenizer())
+@cache
+def _rouge():
+    from rouge_score import rouge_scorer  # imported on first use: it loads nltk (seconds)
+
+    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=_MixedTokenizer())
 
 
 def rouge_scores(output: str, reference: str) -> dict[str, float]:
     """ROUGE-1/2/L F-measures of a summary against one reference, for any script."""
-    scores = _ROUGE.score(reference, output)
+    scores = _rouge().score(reference, output)
     return {name: s.fmeasure for name, s in scores.items()}

@@ -80,6 +80,14 @@ def export_json(obj: Any, stem: str) -> str:
     return name
 
 
+def export_text(text: str, stem: str, suffix: str) -> str:
+    """Write ready-made text (an HTML report, a JSON lines file) for download."""
+    fd, name = tempfile.mkstemp(prefix=f"{stem}-", suffix=f".{suffix}", dir=export_dir())
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return name
+
+
 def export_html(figures: list, stem: str, title: str = "") -> str:
     """A self-contained HTML file (plotly.js inlined) holding the given figures."""
     fd, name = tempfile.mkstemp(prefix=f"{stem}-", suffix=".html", dir=export_dir())
