@@ -69,7 +69,7 @@ def test_tab_handler(tiny_folders, two_tiny):
 
     from workbench.ui.tab_compare import export_compare, run_compare
 
-    a, b = (str(tiny_folders["gemma3"]), b_spec := two_tiny[1].facts.spec)
+    a, b_spec = str(tiny_folders["gemma3"]), two_tiny[1].facts.spec
     note, side, diff_plot, table, diff, comp = run_compare([a], b_spec, "transplant", "capitals", "fr", "de", 4,
                                                            progress=None)
     assert "Compared" in note and set(table["model"]) == set(comp.models)
