@@ -57,6 +57,8 @@ def test_tab_starts_polls_and_finishes_a_job(tiny_folders):
     assert registry.get("ui-run").step == 3
     assert tab_train.base_choices("gemma-3-270m") == ["gemma-3-270m", "ckpt:ui-run@3"]
     assert "ui-run@3" in set(tab_train.checkpoint_table()["name"])
+    with pytest.raises(gr.Error, match="already has checkpoints"):
+        tab_train.start_training(*_start_args(tiny_folders))
 
 
 def test_tab_rejects_bad_input(tmp_path, tiny_folders, monkeypatch):
@@ -90,7 +92,7 @@ def test_cancel_stops_cleanly_with_a_resumable_checkpoint(tiny_folders):
 
 
 def test_sigkill_leaves_only_complete_checkpoints(tiny_folders):
-    config = _config(tiny_folders, output="killed", save_every=1, keep_last=3)
+    config = _config(tiny_folders, output="killed", save_every=1, keep_last=3, max_steps=16)
     job = TrainingJob.start(config)
     folder = registry.run_folder("killed")
 
@@ -106,8 +108,14 @@ def test_sigkill_leaves_only_complete_checkpoints(tiny_folders):
         assert load_file(str(ckpt.path / "model.safetensors"))
         assert {f["path"] for f in ckpt.manifest["files"]} <= {str(p.relative_to(ckpt.path)) for p in ckpt.path.rglob("*")}
     # the killed run resumes from its last complete checkpoint, and the leftovers are cleared
-    result = train(config.replace(resume=True))
+    result = train(config.replace(resume=True, save_every=0))  # bookkeeping options may change
     starts = [r for r in result.metrics if r["event"] == "start"]
     assert starts[-1]["step"] == (listed[-1].step if listed else 0) and result.step == config.max_steps
     assert not any(p.name.startswith(".") for p in folder.iterdir())
     assert json.loads((result.checkpoint.path / "manifest.json").read_text())["step"] == config.max_steps
+
+
+def test_tab_builds_inside_blocks():
+    with gr.Blocks():
+        spec = gr.Textbox(value="gemma-3-270m")
+        tab_train.build(spec)

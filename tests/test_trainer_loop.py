@@ -169,3 +169,11 @@ def test_data_errors_come_before_loading_a_model(tmp_path, tiny_folders):
         train(TrainConfig(base_model="/nonexistent/model", data=str(bad)))
     with pytest.raises(InputError, match="not available|Unknown training method"):
         train(TrainConfig(method="nope", base_model="/nonexistent/model"))
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(monkeypatch, data):
+    import accelerate.utils
+
+    monkeypatch.setattr(accelerate.utils, "is_tensorboard_available", lambda: False)
+    with pytest.raises(InputError, match="pip install tensorboard"):
+        train(TrainConfig(base_model="/nonexistent/model", data=str(data), report_to=["tensorboard"]))

@@ -42,8 +42,11 @@ class Reference:
     @torch.no_grad()
     def source(self, ids, layer, site):
         seen = {}
-        handle = self.module(layer, site).register_forward_hook(
-            lambda m, i, o: seen.setdefault("v", self._main(o)[0, -1].clone()))
+
+        def keep(m, i, o):
+            seen["v"] = self._main(o)[0, -1].clone()
+
+        handle = self.module(layer, site).register_forward_hook(keep)
         self.model(ids)
         handle.remove()
         return seen["v"]
@@ -67,7 +70,7 @@ class Reference:
             if int(nxt) in eos:
                 break
             tokens.append(int(nxt))
-            out = self.model(nxt[:, None], past_key_values=past, use_cache=True)
+            out = self.model(nxt[:, None], cache=past, use_cache=True)
             past, nxt = out.past_key_values, out.logits[:, -1].argmax(-1)
         return tokens
 

@@ -110,15 +110,13 @@ class _EpochShuffle(torch.utils.data.Sampler):
     """A permutation fixed by (seed, epoch): identical in every process, so Accelerate's sharding
     and a resumed run's skipping see the same order."""
 
-    def __init__(self, n: int, seed: int, shuffle: bool = True):
-        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
-        if not self.shuffle:
-            return iter(range(self.n))
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         return iter(torch.randperm(self.n, generator=gen).tolist())
 
@@ -320,8 +318,7 @@ class _Loop:
         self.container, self.optimizer, self.loader = accelerator.prepare(self.container, optimizer, loader)
         self.eval_loader = None
         if eval_records:
-            eval_loader = torch.utils.data.DataLoader(eval_records, batch_size=config.batch_size,
-                                                      sampler=_EpochShuffle(len(eval_records), 0, shuffle=False),
+            eval_loader = torch.utils.data.DataLoader(eval_records, batch_size=config.batch_size, shuffle=False,
                                                       collate_fn=_Collate(method, tokenizer, config),
                                                       generator=torch.Generator().manual_seed(config.seed))
             self.eval_loader = accelerator.prepare(eval_loader)

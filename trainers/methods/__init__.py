@@ -6,9 +6,11 @@
     loss(handle, batch) -> (Tensor, dict[str, float])          total loss, named terms
     extra_files() -> dict[str, Tensor | dict]; load_extra(folder)   state saved with checkpoints
 
-A class is built from the configuration's `method_args` as keyword arguments. Modules are imported
-only when a method is asked for, so a method whose module is missing or broken does not stop the
-others from working.
+A class is built from the configuration's `method_args` as keyword arguments. `collate` should be
+deterministic (put randomness in `loss`) so a resumed run replays exactly; a method whose modules
+may get no gradient in some step sets `find_unused_parameters = True` (DDP). To add a method, add
+its (module, class) to ENTRIES. Modules are imported only when a method is asked for, so a method
+whose module is missing or broken does not stop the others from working.
 """
 
 from __future__ import annotations

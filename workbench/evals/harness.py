@@ -4,9 +4,9 @@ One call, ``evaluate(model, task, langs)``, gives per-language scores with boots
 intervals and the chance level. Items, prompt templates and scorers come from the tasks module;
 this module only runs the model and aggregates. Each task is scored in the ways that suit its kind:
 
-- ``generate``: the greedy continuation (newline-terminated, a few tokens) graded by the task's own
-  scorer (multiple choice: names exactly the gold option; QA: the gold span occurs; continuation:
-  starts with the gold; summarization: ROUGE-L).
+- ``generate``: the greedy continuation (a few tokens, cut to its first non-empty line) graded
+  by the task's own scorer (multiple choice: names exactly the gold option; QA: the gold span
+  occurs; continuation: starts with the gold; summarization: ROUGE-L).
 - ``logprob`` / ``logprob_norm`` (items with options: multiple choice, answer-probability ranking):
   the option whose text, appended to the prompt, has the highest summed log-probability (or that
   sum divided by the option's length in characters) is the model's answer, as in lm-eval-harness.
@@ -49,6 +49,7 @@ __all__ = [
     "task_metrics",
     "sequence_logprobs",
     "continuation_prefix",
+    "first_line",
     "as_handle",
     "record_metrics",
 ]
@@ -176,6 +177,11 @@ def sequence_logprobs(
     return results
 
 
+def first_line(text: str) -> str:
+    """The answer part of a continuation: its first non-empty line, stripped."""
+    return text.strip().split("\n", 1)[0].strip()
+
+
 def _generate(
     handle: ModelHandle,
     prompts: Sequence[str],
@@ -183,8 +189,9 @@ def _generate(
     gold_tokens: Sequence[Sequence[int]] | None,
     progress: Callable[[int], None] | None,
 ) -> list[dict[str, Any]]:
-    """Greedy newline-terminated continuations, batching prompts of equal token length; with
-    ``gold_tokens``, also the probability mass of those first tokens after each prompt."""
+    """Greedy continuations cut to their first non-empty line (a model may open with a newline
+    before its answer), batching prompts of equal token length; with ``gold_tokens``, also the
+    probability mass of those first tokens after each prompt."""
     encoded = [handle.encode(p) for p in prompts]
     groups: dict[int, list[int]] = {}
     for i, ids in enumerate(encoded):
@@ -195,10 +202,10 @@ def _generate(
         for k in range(0, len(members), rows):
             chunk = members[k : k + rows]
             ids = torch.tensor([encoded[i] for i in chunk])
-            gen = ops.generate_greedy(handle, ids, max_new_tokens=max_new_tokens, stop_at_newline=True,
+            gen = ops.generate_greedy(handle, ids, max_new_tokens=max_new_tokens,
                                       keep_logits=gold_tokens is not None)
             for r, i in enumerate(chunk):
-                out[i]["output"] = gen.texts[r]
+                out[i]["output"] = first_line(gen.texts[r])
                 if gold_tokens is not None:
                     probs = torch.softmax(gen.step_logits[0][r].float(), dim=-1)
                     out[i]["gold_prob"] = float(probs[list(gold_tokens[i])].sum())
@@ -435,7 +442,7 @@ def evaluate(
             with_prob = "gold_prob" in metrics
             generated = cached(
                 "eval-generate", handle, {"task": task, "lang": lang, "max_new_tokens": new_tokens,
-                                          "gold_prob": with_prob}, data,
+                                          "gold_prob": with_prob, "output": "first line"}, data,
                 lambda: _generate(handle, [it.prompt for it in items], new_tokens,
                                   [_first_tokens(handle, it) for it in items] if with_prob else None,
                                   advance(lang, "generating")),

@@ -47,6 +47,7 @@ def start_training(method: str, base: str, model_spec: str, data_choice: str, up
     from trainers.jobs import TrainingJob
     from trainers.methods import build_method
 
+    from .. import registry
     from ..models import resolve_spec
 
     spec = (base or model_spec or "").strip()
@@ -65,6 +66,8 @@ def start_training(method: str, base: str, model_spec: str, data_choice: str, up
                          max_steps=int(max_steps), batch_size=int(batch_size), grad_accum=int(grad_accum),
                          max_length=int(max_length), lora=bool(lora), lora_r=int(lora_r), seed=int(seed),
                          output=(run_name or "").strip())
+    if config.output and registry.latest(config.output):
+        raise InputError(f"Run {config.output!r} already has checkpoints; choose another run name.")
     method_obj = build_method(config.method, config.method_args)
     load_jsonl(config.data, getattr(method_obj, "required_fields", ("instruction", "output")), config.languages)
     resolve_spec(spec)  # unknown folders and checkpoints fail here, not in the job
