@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from workbench.cli import command
@@ -47,7 +48,7 @@ def build_config(args: argparse.Namespace):
 
     from .unlearning_pipeline import PipelineConfigError, UnlearningPipelineConfig
 
-    values = UnlearningPipelineConfig.from_yaml(args.config).__dict__.copy() if args.config else {}
+    values = asdict(UnlearningPipelineConfig.from_yaml(args.config)) if args.config else {}
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
