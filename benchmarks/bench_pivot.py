@@ -52,5 +52,6 @@ def run() -> list[dict]:
     return [{
         "name": "pivot lens sweep, all layers / plain HF forward",
         "ratio": ours_s / plain_s,
-        "detail": f"{ours_s:.2f}s vs {plain_s:.2f}s, batch {tuple(ids.shape)}, {handle.n_layers} layers x last position",
+        "detail": (f"{ours_s:.2f}s vs {plain_s:.2f}s, batch {tuple(ids.shape)}, "
+                   f"{handle.n_layers} layers x last position"),
     }]

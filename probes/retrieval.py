@@ -153,7 +153,7 @@ def run_trial(handle: ModelHandle, trial: haystack.Trial, max_new_tokens: int = 
     if attended.shape[0] != len(tokens):
         raise RuntimeError(f"Recorded {attended.shape[0]} attention steps for {len(tokens)} tokens.")
     recall = haystack.rouge1_recall(gen.text, trial.needle.answer, trial.lang)
-    window = handle.facts.sliding_window if handle.facts.layer_types and "sliding_attention" in handle.facts.layer_types else None
+    window = handle.facts.sliding_window if "sliding_attention" in _layer_types(handle) else None
     s, e = trial.needle_span
     return TrialRecord(
         lang=trial.lang, needle_id=trial.needle.id, context_tokens=trial.context_tokens, depth=trial.depth,

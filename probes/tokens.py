@@ -131,7 +131,8 @@ def build_token_sets(tokenizer: Any, items: Sequence[Mapping[str, str]], languag
     return result
 
 
-def _conflict(tokenizer: Any, langs: list[str], words: Mapping[str, str], sets: dict[str, frozenset[int]]) -> str | None:
+def _conflict(tokenizer: Any, langs: list[str], words: Mapping[str, str],
+              sets: dict[str, frozenset[int]]) -> str | None:
     for lang in langs:
         if not sets[lang]:
             return f"no token starts the {lang} word {words.get(lang)!r}"

@@ -92,3 +92,16 @@ def test_model_specs_resolve_through_the_registry():
     ckpt = _save(step=7)
     resolved = resolve_spec("ckpt:r")
     assert resolved.source == "checkpoint" and resolved.path == str(ckpt.path)
+
+
+def test_checkpoints_command_lists_the_registry(capsys):
+    from workbench.cli import main
+
+    assert main(["checkpoints"]) == 0
+    assert "No checkpoints" in capsys.readouterr().out
+    _save(run="listed", step=3, metrics={"train_loss": 0.25})
+    assert main(["checkpoints"]) == 0
+    out = capsys.readouterr().out
+    assert "ckpt:listed@3" in out and "0.25" in out
+    assert main(["checkpoints", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["name"] == "listed@3"

@@ -74,7 +74,8 @@ def cloze_table(source: str, upload, lang: str) -> pd.DataFrame:
     try:
         frame = pd.read_csv(_upload_path(upload), dtype=str, keep_default_na=False)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise InputError(f"Cannot read the cloze CSV: {exc}. Expected columns sentence,answer (and en or concept).") from None
+        raise InputError(f"Cannot read the cloze CSV: {exc}. Expected columns sentence,answer "
+                         "(and en or concept).") from None
     if frame.empty:
         raise InputError("The cloze CSV has no rows.")
     return frame
