@@ -336,9 +336,11 @@ class PivotResult:
         parts = []
         for lang in self.languages:
             mean, lo, hi = mean_band(self.prob(lang))
+            lo, hi = np.clip(lo, 0, 1), np.clip(hi, 0, 1)  # a probability's band stays inside [0, 1]
             parts.append(pd.DataFrame({"layer": layers, "metric": f"P({lang})", "role": self.role(lang),
                                        "stat": "mean", "value": mean, "lo": lo, "hi": hi}))
         mean, lo, hi = mean_band(self.entropy)
+        lo = np.maximum(lo, 0)
         parts.append(pd.DataFrame({"layer": layers, "metric": "entropy_bits", "role": "", "stat": "mean",
                                    "value": mean, "lo": lo, "hi": hi}))
         q1, med, q3 = np.percentile(self.rank, [25, 50, 75], axis=0)

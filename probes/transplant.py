@@ -91,23 +91,28 @@ def _judge(answer: Answer, logprob: torch.Tensor, greedy: torch.Tensor) -> tuple
 @torch.no_grad()
 def _plain_row(handle: ModelHandle, case: Case, answer: Answer, site: str, target: int | None,
                vector: torch.Tensor | None, scoring: str, max_new_tokens: int, stop_at_newline: bool) -> Outcome:
-    """One row the plain way, with the shared ops only: one hooked forward of the whole prompt with
-    every continuation appended (a batch, right-padded: padding comes after every position read),
-    and `ops.generate_greedy` with a prefill hook. The reference the cache-sharing grid must equal."""
+    """One row the plain way, with the shared ops only: one hooked forward of the whole prompt
+    followed by each continuation but its last token (a right-padded batch with one row per
+    distinct such tail, so single-token options share a row; padding comes after every position
+    read), and `ops.generate_greedy` with a prefill hook. The reference the cache-sharing grid
+    must equal."""
     ids = ops.as_ids(handle, case.item.prompt)
-    length, conts = ids.shape[1], answer.tokens
-    width = max(len(c) for c in conts)
-    batch = torch.zeros(len(conts), length + width - 1, dtype=torch.long, device=ids.device)
-    wanted = torch.zeros(len(conts), width, dtype=torch.long, device=ids.device)
-    mask = torch.zeros_like(wanted, dtype=torch.bool)
+    length = ids.shape[1]
+    tails = list(dict.fromkeys(tuple(c[:-1]) for c in answer.tokens))
+    batch = torch.zeros(len(tails), length + max(len(t) for t in tails), dtype=torch.long, device=ids.device)
     batch[:, :length] = ids
-    for k, c in enumerate(conts):
-        batch[k, length:length + len(c) - 1] = torch.tensor(c[:-1])
-        wanted[k, : len(c)], mask[k, : len(c)] = torch.tensor(c), True
-    rows = [target] * len(conts)
-    hooks = replace_hooks(site, rows, vector.expand(len(conts), -1), length - 1) if target is not None else []
+    for row, tail in enumerate(tails):
+        batch[row, length:length + len(tail)] = torch.tensor(tail, dtype=torch.long)
+    hooks = replace_hooks(site, [target] * len(tails), vector.expand(len(tails), -1), length - 1) if target is not None else []
     logits = ops.forward(handle, batch, fwd_hooks=hooks)[:, length - 1:]
-    logprob, greedy = token_scores(logits, wanted, mask)
+    width = max(len(c) for c in answer.tokens)
+    picked = torch.zeros(len(answer.tokens), width, logits.shape[-1], dtype=logits.dtype)
+    wanted = torch.zeros(len(answer.tokens), width, dtype=torch.long)
+    mask = torch.zeros_like(wanted, dtype=torch.bool)
+    for k, c in enumerate(answer.tokens):
+        picked[k, : len(c)] = logits[tails.index(tuple(c[:-1])), : len(c)]
+        wanted[k, : len(c)], mask[k, : len(c)] = torch.tensor(c), True
+    logprob, greedy = token_scores(picked, wanted, mask)
     correct, p_gold = _judge(answer, logprob[None], greedy[None])
     text = None
     if scoring == "generation":

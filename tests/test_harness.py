@@ -60,23 +60,30 @@ def test_option_logprobs_equal_hugging_face(tiny_gemma, hf_gemma):
 
 def test_logprob_accuracy_is_the_argmax_over_options(tiny_gemma, hf_gemma):
     result = evaluate(tiny_gemma, "xcopa", ["en", "ja"], n=4, mode="logprob", use_cache=False)
-    assert result.metrics == ["logprob", "logprob_norm"]
+    assert result.metrics == ["logprob", "logprob_norm", "logprob_pmi"]
     items = result.items_frame()
     for lang in ("en", "ja"):
-        correct, correct_norm = [], []
+        correct, correct_norm, correct_pmi = [], [], []
         for item in load_task("xcopa", lang)[:4]:
             prefix = continuation_prefix(item.prompt)
             assert prefix == ("" if lang == "ja" else " ")
+            cue = item.prompt.split("\n")[-1]
+            assert cue == ("答え：" if lang == "ja" else "Answer:")
             lps = np.array([_hf_logprob(hf_gemma, item.prompt, prefix + c) for c in item.choices])
+            cue_lps = np.array([_hf_logprob(hf_gemma, cue, prefix + c) for c in item.choices])
             lengths = np.array([len(prefix + c) for c in item.choices])
             correct.append(float(np.argmax(lps) == item.label))
             correct_norm.append(float(np.argmax(lps / lengths) == item.label))
+            correct_pmi.append(float(np.argmax(lps - cue_lps) == item.label))
             ours = items[(items["lang"] == lang) & (items["id"] == item.id)].iloc[0]
             np.testing.assert_allclose(ours["option_logprobs"], lps, atol=1e-3)
+            np.testing.assert_allclose(ours["cue_logprobs"], cue_lps, atol=1e-3)
         frame = result.to_frame().set_index("lang")
         assert frame.loc[lang, "score"] == pytest.approx(np.mean(correct))
         norm = result.to_frame("logprob_norm").set_index("lang")
         assert norm.loc[lang, "score"] == pytest.approx(np.mean(correct_norm))
+        pmi = result.to_frame("logprob_pmi").set_index("lang")
+        assert pmi.loc[lang, "score"] == pytest.approx(np.mean(correct_pmi))
         assert frame.loc[lang, "chance"] == pytest.approx(0.5)
 
 
@@ -97,7 +104,7 @@ def test_answer_probability_gold_first_token(tiny_gemma, hf_gemma):
 
 
 def test_auto_mode_metrics_per_kind():
-    assert harness.task_metrics(get_task("xnli"), "auto") == ["logprob", "logprob_norm", "generate"]
+    assert harness.task_metrics(get_task("xnli"), "auto") == ["logprob", "logprob_norm", "logprob_pmi", "generate"]
     assert harness.task_metrics(get_task("capitals"), "auto") == ["generate", "gold_prob", "logprob", "logprob_norm"]
     assert harness.task_metrics(get_task("xquad"), "auto") == ["generate"]
     assert harness.task_metrics(get_task("xlsum"), "auto") == ["generate"]
@@ -201,14 +208,14 @@ def test_tab_runs_and_exports_an_evaluation(tiny_folders, tmp_path, monkeypatch)
     status, table, fig, items, result = tab.run_eval(spec, "xcopa", ["en", "fr"], 2, "logprob", progress=None)
     assert "**xcopa**" in status and "2 languages, 2 items each" in status and "Chance 0.500" in status
     assert table[["lang", "metric"]].values.tolist() == [
-        ["en", "logprob"], ["en", "logprob_norm"], ["fr", "logprob"], ["fr", "logprob_norm"]]
+        [lang, metric] for lang in ("en", "fr") for metric in ("logprob", "logprob_norm", "logprob_pmi")]
     assert len(items) == 4 and len(fig.data) >= 2
     scores_csv, items_csv = tab.export_eval(result, "csv")
     assert pd.read_csv(scores_csv)["score"].tolist() == pytest.approx(result.table()["score"].tolist())
     assert len(pd.read_csv(items_csv)) == 4
     with open(tab.export_eval(result, "json")[0], encoding="utf-8") as fh:
         data = json.load(fh)
-    assert data["task"] == "xcopa" and len(data["scores"]) == 4 and len(data["items"]) == 4
+    assert data["task"] == "xcopa" and len(data["scores"]) == 6 and len(data["items"]) == 4
 
 
 def test_tab_task_languages():

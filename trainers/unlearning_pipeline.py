@@ -248,16 +248,12 @@ def prepare_data(config: UnlearningPipelineConfig, folder: Path) -> tuple[Unlear
     return splits, inject, retain, unlearn
 
 
-def _plain_model(spec: str):
-    """A plain Hugging Face model and tokenizer for evaluation (not the app's shared handle)."""
+def _tokenizer(spec: str):
     from transformers import AutoTokenizer
 
-    from .methods.unlearning import load_reference
     from workbench.models import resolve_spec
 
-    model = load_reference(spec)
-    path = resolve_spec(spec).path
-    return model, AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(resolve_spec(spec).path)
 
 
 class _Runner:
@@ -266,6 +262,8 @@ class _Runner:
     def __init__(self, config: UnlearningPipelineConfig, progress: Progress | None):
         self.config, self.progress = config, progress
         self.folder = results_dir(config.name)
+        self.tokenizer = None  # every model of a run shares the base model's tokenizer: load it once
+        self.loaded: tuple[str, Any] | None = None  # (spec, model) of the last model evaluated
         self.rows: list[dict] = []
         self.items: list[pd.DataFrame] = []
         self.notes: list[str] = []
@@ -275,21 +273,38 @@ class _Runner:
         if self.progress:
             self.progress(min(max(fraction, 0.0), 1.0), message)
 
-    def train(self, train_config: TrainConfig):
+    def train_or_reuse(self, train_config: TrainConfig) -> registry.Checkpoint:
+        """Train, or reuse the run's last checkpoint when it was trained with this very configuration
+        and data (so a pipeline re-run with other unlearning settings skips the injection)."""
+        from .data import data_hash, load_jsonl
         from .loop import train
+        from .methods import build_method
 
-        return train(train_config)
+        last = registry.latest(train_config.output)
+        if last is not None:
+            fields_needed = build_method(train_config.method, train_config.method_args).required_fields
+            same_data = last.data_hash == data_hash(load_jsonl(train_config.data, fields_needed), [])
+            if same_data and not TrainConfig.from_dict(last.config).differences(train_config):
+                self.notes.append(f"Reused checkpoint {last.spec} (same configuration and data).")
+                return last
+            raise InputError(f"Run {train_config.output!r} already has checkpoints from other settings or data; "
+                             "choose another pipeline name or delete them (workbench checkpoints).")
+        result = train(train_config)
+        if result.checkpoint is None:
+            raise InputError(f"Run {train_config.output!r} ended ({result.state}) without a checkpoint.")
+        return result.checkpoint
 
-    def evaluate(self, spec: str, sets: dict[str, list[QAPair]], shared: dict[str, pd.DataFrame] | None = None
-                 ) -> dict[str, pd.DataFrame]:
-        """Per-item frames of `spec` on `sets` (set name -> frame), skipping sets found in `shared`."""
-        model, tokenizer = _plain_model(spec)
-        frames = dict(shared or {})
-        for name, pairs in sets.items():
-            if name not in frames and pairs:
-                frames[name] = score_pairs(model, tokenizer, pairs, name, max_new_tokens=self.config.max_new_tokens)
-        del model
-        return frames
+    def evaluate(self, spec: str, sets: dict[str, list[QAPair]]) -> dict[str, pd.DataFrame]:
+        """Per-item frames of `spec` on `sets` (set name -> frame)."""
+        from .methods.unlearning import load_reference
+
+        if self.tokenizer is None:
+            self.tokenizer = _tokenizer(spec)
+        if self.loaded is None or self.loaded[0] != spec:
+            self.loaded = None  # free the previous model first
+            self.loaded = (spec, load_reference(spec))
+        return {name: score_pairs(self.loaded[1], self.tokenizer, pairs, name, max_new_tokens=self.config.max_new_tokens)
+                for name, pairs in sets.items() if pairs}
 
     def record(self, track: str, method: str, step: int, spec: str, frames: dict[str, pd.DataFrame],
                retain_only: dict[str, pd.DataFrame] | None) -> ModelEvaluation:
@@ -320,9 +335,11 @@ def run_pipeline(config: UnlearningPipelineConfig, progress: Progress | None = N
         run.say(0.0, f"checking which facts about {', '.join(config.real_entities)} {config.base_model} knows")
         candidates = real_entity_candidates(config.real_entities)
         if config.verify_real:
-            model, tokenizer = _plain_model(config.base_model)
-            real_check = check_real_entities(model, tokenizer, candidates, config.max_new_tokens)
-            del model
+            from .methods.unlearning import load_reference
+
+            run.tokenizer = _tokenizer(config.base_model)
+            real_check = check_real_entities(load_reference(config.base_model), run.tokenizer, candidates,
+                                             config.max_new_tokens)
             known = [pair for (pair, _, _), ok in zip(candidates, real_check["correct"]) if ok]
         else:
             known = [pair for pair, _, _ in candidates]
@@ -339,20 +356,16 @@ def run_pipeline(config: UnlearningPipelineConfig, progress: Progress | None = N
         real_check.to_csv(folder / "real_entity_check.csv", index=False)
     n_runs, done = 2 + len(config.methods) * len(tracks), 0
 
-    # Injection and the retain-only model.
-    steps_note = f"{config.inject_epochs} epoch(s)"
-    run.say(0.02, f"injecting {config.entities} invented entities into {config.base_model} ({steps_note})")
-    inject = run.train(config.train_config(method="sft", data=str(inject_path), output=f"{config.name}-inject",
-                                           lr=config.inject_lr, epochs=config.inject_epochs, scheduler="cosine",
-                                           warmup_ratio=0.1))
+    # Injection and the retain-only model: the same fine-tuning on all entities / retained ones only.
+    sft = {"method": "sft", "lr": config.inject_lr, "epochs": config.inject_epochs, "scheduler": "cosine"}
+    run.say(0.02, f"injecting {config.entities} invented entities into {config.base_model} ({config.inject_epochs} epochs)")
+    injected_spec = run.train_or_reuse(config.train_config(**sft, data=str(inject_path),
+                                                           output=f"{config.name}-inject")).spec
     done += 1
-    run.say(done / n_runs, f"training the retain-only model ({steps_note})")
-    retain_only_run = run.train(config.train_config(method="sft", data=str(retain_path), output=f"{config.name}-retain",
-                                                    lr=config.inject_lr, epochs=config.inject_epochs,
-                                                    scheduler="cosine", warmup_ratio=0.1))
+    run.say(done / n_runs, "training the retain-only model")
+    retain_spec = run.train_or_reuse(config.train_config(**sft, data=str(retain_path),
+                                                         output=f"{config.name}-retain")).spec
     done += 1
-    injected_spec = inject.checkpoint.spec
-    retain_spec = retain_only_run.checkpoint.spec
 
     run.say(done / n_runs, "evaluating the injected and retain-only models")
     retain_only = run.evaluate(retain_spec, evals)
@@ -367,16 +380,17 @@ def run_pipeline(config: UnlearningPipelineConfig, progress: Progress | None = N
     for track, sets in tracks.items():
         for method in config.methods:
             run.say(done / n_runs, f"{track} entities: unlearning with {method} ({config.steps} steps)")
-            result = run.train(config.train_config(
+            last = run.train_or_reuse(config.train_config(
                 method=SHORT_NAMES[method], base_model=injected_spec, data=str(unlearn_data[track]),
                 output=f"{config.name}-{track}-{method}", lr=config.lr, max_steps=config.steps,
                 scheduler=config.scheduler, save_every=config.eval_every,
                 keep_last=max(1, math.ceil(config.steps / max(config.eval_every, 1)) + 1),
                 method_args={"beta": config.beta} if method in ("dpo", "npo", "npo-gd") else {}))
-            for ckpt in registry.list_checkpoints(result.run):
+            for ckpt in registry.list_checkpoints(last.run):
                 frames = run.evaluate(ckpt.spec, {**sets, **shared_sets})
                 run.record(track, method, ckpt.step, ckpt.spec, frames, retain_only if track == "injected" else None)
                 if not config.keep_checkpoints:
+                    run.loaded = None
                     registry.delete(ckpt.name)
             done += 1
 

@@ -21,6 +21,9 @@ through the same code (`load_task(name, lang, path=...)`):
 Pairing: an item and its English version share an id. Non-English items get `english_prompt` from
 the English file (`english_path`, or the committed English sample); word_translation renders the same
 word with the English template instead ("French: "chien" - English: ""), as it has no English items.
+An item keeps its own gold whichever prompt is answered: a culture item in Japanese is scored against
+the Japanese culture's option also when its English prompt is the one answered (XTransplant's
+non-En -> En direction), and multiple-choice scoring accepts the option text in either language.
 """
 
 from __future__ import annotations

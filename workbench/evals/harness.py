@@ -11,6 +11,10 @@ this module only runs the model and aggregates. Each task is scored in the ways 
   the option whose text, appended to the prompt, has the highest summed log-probability (or that
   sum divided by the option's length in characters) is the model's answer, as in lm-eval-harness.
   A small base model that cannot yet follow "(A)/(B)" instructions is often above chance here.
+- ``logprob_pmi`` (multiple choice): the same ranking after subtracting each option's
+  log-probability after the prompt's last line alone ("Answer:"), i.e. domain-conditional PMI
+  (Holtzman et al. 2021, lm-eval-harness ``acc_mutual_info``). It removes a constant preference
+  for one option word, which can hold a small model at exactly the chance level.
 - ``gold_prob`` (answer-probability tasks): the probability of the first token of the gold answer
   right after the prompt (summed over the distinct first tokens of all accepted golds).
 
@@ -49,6 +53,7 @@ __all__ = [
     "task_metrics",
     "sequence_logprobs",
     "continuation_prefix",
+    "answer_cue",
     "first_line",
     "as_handle",
     "record_metrics",
@@ -61,6 +66,7 @@ METRIC_LABELS = {
     "generate": "generation (task scorer)",
     "logprob": "log-prob of options",
     "logprob_norm": "log-prob per character",
+    "logprob_pmi": "log-prob minus answer-cue log-prob (PMI)",
     "gold_prob": "P(gold first token)",
 }
 # New tokens generated per item, by task kind: enough for an option, a short answer, one sentence.
@@ -110,6 +116,11 @@ def continuation_prefix(prompt: str) -> str:
     if not last or last.isspace() or unicodedata.east_asian_width(last) in ("F", "W"):
         return ""
     return " "
+
+
+def answer_cue(prompt: str) -> str:
+    """The prompt's last line ("Answer:", "答案："): the context of the PMI baseline."""
+    return prompt.rsplit("\n", 1)[-1]
 
 
 def _pad_id(handle: ModelHandle) -> int:
@@ -295,12 +306,13 @@ def task_metrics(task: Task, mode: str) -> list[str]:
                          f"{task.kind.replace('_', ' ')}")
     if mode == "generate":
         return ["generate"]
+    ranking = ["logprob", "logprob_norm"] + (["logprob_pmi"] if task.kind == "multiple_choice" else [])
     if mode == "logprob":
-        return ["logprob", "logprob_norm"]
+        return ranking
     if mode == "probability" or task.kind == "answer_probability":
-        return ["generate", "gold_prob"] + (["logprob", "logprob_norm"] if mode == "auto" else [])
+        return ["generate", "gold_prob"] + (ranking if mode == "auto" else [])
     if task.kind == "multiple_choice":
-        return ["logprob", "logprob_norm", "generate"]
+        return [*ranking, "generate"]
     return ["generate"]
 
 
@@ -337,6 +349,15 @@ def _answer_prefix(item: Item) -> str:
     return prefix if isinstance(prefix, str) else continuation_prefix(item.prompt)
 
 
+def _cue_logprobs(handle: ModelHandle, items: Sequence[Item], progress) -> list[list[float]]:
+    """Log-probability of each option after the prompt's answer cue alone; a (cue, option) pair
+    shared by many items (XNLI's three labels) is computed once."""
+    keys = [[(answer_cue(it.prompt), _answer_prefix(it) + c) for c in it.choices or []] for it in items]
+    pairs = sorted({pair for row in keys for pair in row})
+    values = dict(zip(pairs, sequence_logprobs(handle, [c for c, _ in pairs], [o for _, o in pairs], progress)))
+    return [[values[pair] for pair in row] for row in keys]
+
+
 def _option_logprobs(handle: ModelHandle, items: Sequence[Item], progress) -> list[list[float]]:
     contexts, continuations, owners = [], [], []
     for k, item in enumerate(items):
@@ -357,7 +378,8 @@ def _first_tokens(handle: ModelHandle, item: Item) -> list[int]:
     return sorted(firsts)
 
 
-def _item_records(task: Task, items: Sequence[Item], metrics: Sequence[str], generated, option_lps) -> list[dict]:
+def _item_records(task: Task, items: Sequence[Item], metrics: Sequence[str], generated, option_lps,
+                  cue_lps) -> list[dict]:
     records = []
     for k, item in enumerate(items):
         row: dict[str, Any] = {"lang": item.lang, "id": item.id}
@@ -372,6 +394,10 @@ def _item_records(task: Task, items: Sequence[Item], metrics: Sequence[str], gen
             row["logprob"] = float(int(np.argmax(lps)) == item.label)
             row["logprob_norm"] = float(int(np.argmax(lps / lengths)) == item.label)
             row["option_logprobs"] = lps.round(4).tolist()
+        if "logprob_pmi" in metrics:
+            pmi = np.asarray(option_lps[k]) - np.asarray(cue_lps[k])
+            row["logprob_pmi"] = float(int(np.argmax(pmi)) == item.label)
+            row["cue_logprobs"] = np.asarray(cue_lps[k]).round(4).tolist()
         row["options"] = len(item.choices) if item.choices else None
         records.append(row)
     return records
@@ -379,7 +405,7 @@ def _item_records(task: Task, items: Sequence[Item], metrics: Sequence[str], gen
 
 def _chance(task: Task, metric: str, rows: Sequence[dict]) -> float:
     """Expected score of a uniform random pick among the options (NaN without options)."""
-    if metric in ("logprob", "logprob_norm") or (metric == "generate" and task.kind == "multiple_choice"):
+    if metric in ("logprob", "logprob_norm", "logprob_pmi") or (metric == "generate" and task.kind == "multiple_choice"):
         return float(np.mean([1.0 / row["options"] for row in rows]))
     return math.nan
 
@@ -422,8 +448,8 @@ def evaluate(
 
     wants_gen = "generate" in metrics or "gold_prob" in metrics
     wants_lp = "logprob" in metrics
-    total = sum(wants_gen + (len(item.choices or []) if wants_lp else 0)
-                for items in per_lang.values() for item in items)
+    lp_passes = wants_lp + ("logprob_pmi" in metrics)
+    total = sum(wants_gen + len(item.choices or []) * lp_passes for items in per_lang.values() for item in items)
     done = 0
 
     def advance(lang: str, what: str) -> Callable[[int], None]:
@@ -437,7 +463,7 @@ def evaluate(
     result = EvalResult(handle.facts.spec, task, spec_task.kind, mode, metrics[0], metrics, chosen)
     for lang, items in per_lang.items():
         data = _item_data(items)
-        generated = option_lps = None
+        generated = option_lps = cue_lps = None
         if wants_gen:
             with_prob = "gold_prob" in metrics
             generated = cached(
@@ -454,7 +480,13 @@ def evaluate(
                 lambda: _option_logprobs(handle, items, advance(lang, "scoring options")),
                 use_cache=use_cache,
             )
-        rows = _item_records(spec_task, items, metrics, generated, option_lps)
+        if "logprob_pmi" in metrics:
+            cue_lps = cached(
+                "eval-logprob-cue", handle, {"task": task, "lang": lang}, data,
+                lambda: _cue_logprobs(handle, items, advance(lang, "scoring options after the answer cue")),
+                use_cache=use_cache,
+            )
+        rows = _item_records(spec_task, items, metrics, generated, option_lps, cue_lps)
         result.items.extend(rows)
         for metric in metrics:
             mean, low, high = bootstrap_ci([row[metric] for row in rows])
