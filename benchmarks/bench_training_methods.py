@@ -1,21 +1,39 @@
-"""Training cost of CC-Tuning and DFT against SFT: seconds per optimizer step (loss, backward, AdamW)
-on the same model copy, the same batches of the demo set and the same LoRA setup, with the
-methods interleaved step by step so that load changes hit all of them. Ratio = method / SFT time
-per step; tokens/s counts the target-language batch's tokens (the same for every method)."""
+"""Training cost of CC-Tuning and DFT against SFT: time per optimizer step (loss, backward, AdamW)
+on one model copy, the same batches of the demo set and the same LoRA setup, the methods
+interleaved step by step. On a CPU the clock is this process's CPU time on one thread, so other
+processes on a shared machine do not distort the comparison; on a GPU it is wall time after a
+synchronize.
+Ratio = the method's best step time / SFT's; tokens/s counts the target-language batch's tokens
+(the same batches for every method)."""
 
 from __future__ import annotations
 
 import os
-import statistics
 import time
 
 import torch
 
 SPEC = os.environ.get("BENCH_TRAIN_MODEL", "gemma-3-270m")
-STEPS = int(os.environ.get("BENCH_TRAIN_STEPS", "3"))
+ROUNDS = int(os.environ.get("BENCH_TRAIN_STEPS", "3"))
+
+
+def _clock(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+    return time.process_time()
 
 
 def run() -> list[dict]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _measure()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure() -> list[dict]:
     from trainers.config import TrainConfig
     from trainers.data import load_jsonl
     from trainers.methods import build_method
@@ -36,26 +54,30 @@ def run() -> list[dict]:
                                                     "et_layer": dft.et_layer})
     optimizer = torch.optim.AdamW(params, lr=1e-5)
     records = load_jsonl("demo", ("instruction", "output", "instruction_en", "output_en"))
-    batches = [records[i * 37 % len(records):][:config.batch_size] for i in range(STEPS + 1)]
+    batches = [records[i * 37 % len(records):][:config.batch_size] for i in range(ROUNDS + 1)]
     times: dict[str, list[float]] = {name: [] for name in methods}
-    tokens = 0
-    for step, records_ in enumerate(batches):
+    tokens: list[int] = []
+    for round_, chosen in enumerate(batches):
         for name, method in methods.items():
-            batch = method.collate(records_, handle.tokenizer, config)
-            start = time.perf_counter()
+            batch = method.collate(chosen, handle.tokenizer, config)
+            start = _clock(handle.device)
             loss, _ = method.loss(handle, batch)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            if step:  # the first round warms up
-                times[name].append(time.perf_counter() - start)
-                tokens += int(batch["attention_mask"].sum()) if name == "sft" else 0
-    sft = statistics.median(times["sft"])
-    rows = [{"name": "train step: sft (LoRA, 4 x 64 tokens)", "ratio": 1.0,
-             "detail": f"{sft:.2f} s/step, {tokens / sum(times['sft']):.0f} tokens/s on {SPEC}"}]
+            elapsed = _clock(handle.device) - start
+            if round_:  # the first round warms up
+                times[name].append(elapsed)
+                if name == "sft":
+                    tokens.append(int(batch["attention_mask"].sum()))
+    mean_tokens = sum(tokens) / len(tokens)
+    sft = min(times["sft"])
+    clock = "GPU wall" if handle.device.type == "cuda" else "CPU"
+    rows = [{"name": "train step: sft (LoRA r16, batch 4)", "ratio": 1.0,
+             "detail": f"{sft:.2f} {clock} s/step, {mean_tokens / sft:.0f} tokens/s on {SPEC}"}]
     for name in ("cc-tuning", "dft (logits)", "dft (feature)"):
-        t = statistics.median(times[name])
-        layers = f", layers i={dft.lc_layer} j={dft.et_layer}" if name.startswith("dft") else ""
+        t = min(times[name])
+        layers = f"; layers i={dft.lc_layer}, j={dft.et_layer}" if name.startswith("dft") else ""
         rows.append({"name": f"train step: {name} / sft", "ratio": t / sft,
-                     "detail": f"{t:.2f} s/step vs {sft:.2f} s/step, {tokens / sum(times[name]):.0f} tokens/s{layers}"})
+                     "detail": f"{t:.2f} vs {sft:.2f} {clock} s/step, {mean_tokens / t:.0f} tokens/s{layers}"})
     return rows

@@ -20,8 +20,9 @@ lens entropy profile of the base model on the training prompts (`layers_from_ent
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -66,16 +67,17 @@ class _Stop(Exception):
 
 
 def residuals(handle: ModelHandle, ids: torch.Tensor, attention_mask: torch.Tensor | None,
-              layers: Sequence[int], stop: bool = True) -> dict[int, torch.Tensor]:
+              layers: Sequence[int]) -> dict[int, torch.Tensor]:
     """`blocks.{l}.hook_resid_post` (batch, seq, d_model) for each of `layers`, with gradients when
-    grad mode is on. With `stop`, the pass ends after the deepest of them (no unembedding)."""
+    grad mode is on. The pass ends after the deepest of them: nothing above it (nor the
+    unembedding) is computed."""
     kept: dict[int, torch.Tensor] = {}
     deepest = max(layers)
 
     def keeper(layer: int):
         def keep(tensor, hook):
             kept[layer] = tensor
-            if stop and layer == deepest:
+            if layer == deepest:
                 raise _Stop
         return keep
 
@@ -87,24 +89,19 @@ def residuals(handle: ModelHandle, ids: torch.Tensor, attention_mask: torch.Tens
     return kept
 
 
-def _lens_modules(handle: ModelHandle) -> list[torch.nn.Module]:
-    return [ops.final_norm(handle), handle.hf_model.get_output_embeddings()]
-
-
-class frozen_lens:
+@contextlib.contextmanager
+def frozen_lens(handle: ModelHandle) -> Iterator[None]:
     """Within the block, the final norm and the unembedding take part in no gradient (the lens is
     a fixed read-out): their parameters stop requiring grad, then are restored."""
-
-    def __init__(self, handle: ModelHandle):
-        self.params = [p for m in _lens_modules(handle) for p in m.parameters()]
-
-    def __enter__(self):
-        self.saved = [p.requires_grad for p in self.params]
-        for p in self.params:
+    modules = [ops.final_norm(handle), handle.hf_model.get_output_embeddings()]
+    params = [p for m in modules for p in m.parameters()]
+    saved = [p.requires_grad for p in params]
+    try:
+        for p in params:
             p.requires_grad_(False)
-
-    def __exit__(self, *exc):
-        for p, flag in zip(self.params, self.saved):
+        yield
+    finally:
+        for p, flag in zip(params, saved):
             p.requires_grad_(flag)
 
 
