@@ -308,7 +308,7 @@ class TransplantGrid:
             title=(f"XTransplant {self.task}/{self.lang} ({self.direction}, {self.site}, {self.scoring}): "
                    f"{'accuracy' if metric == 'accuracy' else 'change in P(gold)'}; "
                    f"baseline {self.baseline_accuracy:.2f}, chance {chance}, n={self.n_items}"),
-            height=max(360, 28 * len(self.sources) + 160), width=max(620, 300 * len(panels) + 24 * len(self.targets) * len(panels)),
+            height=max(380, 26 * len(self.sources) + 180),
         )
         return fig
 

@@ -147,7 +147,7 @@ def test_eval_metrics_and_schedule(tiny_folders, data):
     # linear schedule, 1 warmup step of 4: lr factor 1/1 at step 1 (after 0 -> warmup), then 1, 2/3, 1/3
     assert [m["lr"] for m in train_rows] == pytest.approx([0.0, 5e-3, 5e-3 * 2 / 3, 5e-3 / 3])
     evals = [m for m in result.metrics if m["event"] == "eval"]
-    assert [m["step"] for m in evals] == [2, 4]
+    assert [m["step"] for m in evals] == [0, 2, 4]
     assert result.checkpoint.metrics["eval_loss"] == pytest.approx(evals[-1]["eval_loss"])
     assert (run_dir("ev") / "config.yaml").exists()
     frame = result.to_frame()

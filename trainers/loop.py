@@ -383,6 +383,8 @@ class _Loop:
         bar = tqdm(total=self.total_steps, initial=self.step, desc=self.run_name, disable=not acc.is_main_process)
         state = "finished"
         try:
+            if self.eval_loader is not None and self.step == 0:
+                self._evaluate()  # the untrained model's loss: the reference point of the curve
             with _StopSignals() as signals:
                 state = self._train(signals, bar)
             if self.eval_loader is not None and state == "finished" and not self.evaluated_at_end:

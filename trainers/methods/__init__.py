@@ -32,6 +32,14 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "tft": ("trainers.methods.sft", "TFT"),
     "cc-tuning": ("trainers.methods.cc_tuning", "CCTuning"),
     "dft": ("trainers.methods.dft", "DFT"),
+    "rhio": ("trainers.methods.rhio", "RHIO"),
+    "unlearn-ga": ("trainers.methods.unlearning", "GA"),
+    "unlearn-gd": ("trainers.methods.unlearning", "GD"),
+    "unlearn-kl": ("trainers.methods.unlearning", "KL"),
+    "unlearn-idk": ("trainers.methods.unlearning", "IDK"),
+    "unlearn-dpo": ("trainers.methods.unlearning", "DPO"),
+    "unlearn-npo": ("trainers.methods.unlearning", "NPO"),
+    "unlearn-npo-gd": ("trainers.methods.unlearning", "NPOGD"),
 }
 
 
