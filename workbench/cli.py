@@ -72,7 +72,8 @@ def _load_plugins() -> None:
     import importlib
     import importlib.util
 
-    for module in ("trainers.cli", "trainers.transform_matrix", "trainers.unlearning_cli", "workbench.evals.cli",
+    for module in ("trainers.cli", "trainers.transform_matrix", "trainers.unlearning_cli", "trainers.rhio_cli",
+                   "workbench.evals.cli",
                    "probes.cli"):
         if importlib.util.find_spec(module.split(".")[0]) and importlib.util.find_spec(module):
             importlib.import_module(module)
