@@ -120,3 +120,22 @@ def test_rhio_loss_is_both_cross_entropies(prepared):
         neg, _ = sft.loss(prepared, sft.collate([{"instruction": rhio.control_prompt(rec["instruction"], rhio.NEG),
                                                    "output": rec["negative"]}], prepared.tokenizer, cfg))
     assert loss.item() == pytest.approx(pos.item() + neg.item(), rel=1e-5)
+
+
+def test_faithfulness_view(prepared, tiny_folders):
+    import gradio as gr
+
+    from workbench.datasets.faithfulness import load_faithfulness
+    from workbench.evals.faithfulness_eval import evaluate_faithfulness, highlight
+    from workbench.ui.tab_faithfulness import compare_answers, show_item
+
+    item = load_faithfulness(langs=["en"])[0]
+    assert item.question in show_item(item.id)
+    marked = highlight("Goldfish remember for months. Zorblax the wizard invented them in 1066.", item.documents, "en")
+    assert marked.count("<mark") == 1 and "Zorblax" in marked.split("<mark")[1]
+    with pytest.raises(gr.Error, match="RHIO model"):
+        compare_answers(str(tiny_folders["gemma3"]), " ", item.id, 1.0, 4, progress=lambda *a, **k: None)
+    with pytest.raises(gr.Error, match="No faithfulness item"):
+        compare_answers(str(tiny_folders["gemma3"]), prepared.facts.spec, "nope", 1.0, 4, progress=lambda *a, **k: None)
+    result = evaluate_faithfulness(prepared, [item], "contrastive", max_new_tokens=4, max_chars=200)
+    assert set(result.summary()) >= {"support", "rougeL", "items"} and result.summary()["items"] == 1

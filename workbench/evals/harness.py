@@ -13,8 +13,8 @@ this module only runs the model and aggregates. Each task is scored in the ways 
   A small base model that cannot yet follow "(A)/(B)" instructions is often above chance here.
 - ``logprob_pmi`` (multiple choice): the same ranking after subtracting each option's
   log-probability after the prompt's last line alone ("Answer:"), i.e. domain-conditional PMI
-  (Holtzman et al. 2021, lm-eval-harness ``acc_mutual_info``). It removes a constant preference
-  for one option word, which can hold a small model at exactly the chance level.
+  (Holtzman et al. 2021, lm-eval-harness ``acc_mutual_info``): it discounts how likely an option
+  word is after any question, a preference that can hold a small model at the chance level.
 - ``gold_prob`` (answer-probability tasks): the probability of the first token of the gold answer
   right after the prompt (summed over the distinct first tokens of all accepted golds).
 
