@@ -106,21 +106,21 @@ def _plain_row(handle: ModelHandle, case: Case, answer: Answer, site: str, targe
     hooks = replace_hooks(site, [target] * len(tails), vector.expand(len(tails), -1), length - 1) if target is not None else []
     logits = ops.forward(handle, batch, fwd_hooks=hooks)[:, length - 1:]
     width = max(len(c) for c in answer.tokens)
-    picked = torch.zeros(len(answer.tokens), width, logits.shape[-1], dtype=logits.dtype)
-    wanted = torch.zeros(len(answer.tokens), width, dtype=torch.long)
+    picked = torch.zeros(len(answer.tokens), width, logits.shape[-1], dtype=logits.dtype, device=logits.device)
+    wanted = torch.zeros(len(answer.tokens), width, dtype=torch.long, device=logits.device)
     mask = torch.zeros_like(wanted, dtype=torch.bool)
     for k, c in enumerate(answer.tokens):
         picked[k, : len(c)] = logits[tails.index(tuple(c[:-1])), : len(c)]
         wanted[k, : len(c)], mask[k, : len(c)] = torch.tensor(c), True
     logprob, greedy = token_scores(picked, wanted, mask)
-    correct, p_gold = _judge(answer, logprob[None], greedy[None])
+    correct, p_gold = _judge(answer, logprob[None].cpu(), greedy[None].cpu())
     text = None
     if scoring == "generation":
         prefill = replace_hooks(site, [target], vector[None], length - 1) if target is not None else []
         text = ops.generate_greedy(handle, ids, max_new_tokens, prefill_hooks=prefill,
                                    stop_at_newline=stop_at_newline).text
         correct = np.array([score_text(case.item, text)])
-    return Outcome(bool(correct[0]), float(p_gold[0]), logprob.exp().tolist(), text)
+    return Outcome(bool(correct[0]), float(p_gold[0]), logprob.exp().cpu().tolist(), text)
 
 
 @dataclass
@@ -433,8 +433,8 @@ def _fast_item(handle: ModelHandle, case: Case, answer: Answer, vectors: torch.T
         part = slice(start, start + cfg.batch_size)
         out = run_rows(handle, pre, cfg.site, targets[part], rows[part], answer.tokens,
                        cfg.max_new_tokens if cfg.generate else 0, stop)
-        correct, p_gold = _judge(answer, out.logprob, out.greedy)
-        option_p = out.logprob.exp().tolist()
+        correct, p_gold = _judge(answer, out.logprob.cpu(), out.greedy.cpu())
+        option_p = out.logprob.exp().cpu().tolist()
         for r, key in enumerate(keys[part]):
             text = handle.decode(out.new_ids[r]) if cfg.generate else None
             ok = score_text(case.item, text) if cfg.generate else bool(correct[r])

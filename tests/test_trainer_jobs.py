@@ -92,7 +92,7 @@ def test_cancel_stops_cleanly_with_a_resumable_checkpoint(tiny_folders):
 
 
 def test_sigkill_leaves_only_complete_checkpoints(tiny_folders):
-    config = _config(tiny_folders, output="killed", save_every=1, keep_last=3, max_steps=16)
+    config = _config(tiny_folders, output="killed", save_every=1, keep_last=3, max_steps=8)
     job = TrainingJob.start(config)
     folder = registry.run_folder("killed")
 

@@ -65,25 +65,21 @@ class TrainingJob:
         self._cancel_requested = False
 
     @classmethod
-    def start(cls, config: TrainConfig, launcher: list[str] | None = None) -> "TrainingJob":
-        """Launch `workbench train` for `config` (a run name is chosen if it has none).
-
-        `launcher` replaces the interpreter, e.g. `["accelerate", "launch", "--num_processes", "2", "-m"]`
-        followed by the module; by default the current Python runs `-m workbench`.
-        """
+    def start(cls, config: TrainConfig) -> "TrainingJob":
+        """Launch `workbench train` for `config` with this Python (a run name is chosen if it has none)."""
         run = config.output or default_run_name(config.method)
         config = config.replace(output=run)
         folder = run_dir(run)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / STOP_FILE).unlink(missing_ok=True)
         atomic_write_text(folder / JOB_CONFIG, config.to_yaml())
-        command = (launcher or [sys.executable, "-m"]) + ["workbench", "train", config.method, "--config", str(folder / JOB_CONFIG)]
+        command = [sys.executable, "-m", "workbench", "train", config.method, "--config", str(folder / JOB_CONFIG)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
                "PYTHONPATH": os.pathsep.join(p for p in (str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)}
         started = time.time()
         with open(folder / LOG_FILE, "wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       env=env, cwd=str(folder), start_new_session=True)
+                                       env=env, start_new_session=True)
         return cls(run, process, started)
 
     # ------------------------------------------------------------------ watching

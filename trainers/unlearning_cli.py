@@ -37,6 +37,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--name", help="results name (WORKBENCH_HOME/unlearning/NAME)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any pipeline option")
+    p.add_argument("--threads", type=int, help="torch CPU threads (1 is much faster on an oversubscribed machine)")
     p.add_argument("--csv", help="also write the results table to this CSV file")
     p.add_argument("--png", help="also write the forget-quality / model-utility scatter to this PNG (needs kaleido)")
     p.add_argument("--comparison-png", dest="comparison_png", help="also write the injected-vs-pre-trained plot to this PNG")
@@ -67,6 +68,10 @@ def _run(args: argparse.Namespace) -> None:
     from .unlearning_pipeline import run_pipeline
 
     config = build_config(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     bar = tqdm(total=100, desc="unlearning", unit="%")
 
     def report(fraction: float, message: str) -> None:

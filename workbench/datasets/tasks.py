@@ -33,6 +33,7 @@ import json
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -111,20 +112,23 @@ class Task:
 
     def committed_languages(self) -> list[str]:
         """Languages of the committed sample."""
-        if self.english_source == "same_file":
-            file = self.committed_file("en")
-            if not file.is_file():
-                return []
-            langs = []
-            for lang in self.languages:
-                try:
-                    self.loader(file, lang)
-                except TaskDataError:
-                    continue
-                langs.append(lang)
-            return sorted(langs)
-        folder = DATA_DIR / self.name
-        return sorted(p.stem for p in folder.glob("*.jsonl")) if folder.is_dir() else []
+        return list(_committed_languages(self))
+
+
+@cache
+def _committed_languages(task: Task) -> tuple[str, ...]:
+    """Languages with a committed sample (cached: the package's data files do not change)."""
+    if task.english_source != "same_file":
+        return tuple(sorted(p.stem for p in (DATA_DIR / task.name).glob("*.jsonl")))
+    file = task.committed_file("en")
+    langs = []
+    for lang in task.languages if file.is_file() else ():
+        try:
+            task.loader(file, lang)
+        except TaskDataError:
+            continue
+        langs.append(lang)
+    return tuple(sorted(langs))
 
 
 # ---------------------------------------------------------------------------------------- reading
