@@ -103,7 +103,8 @@ def _plain_row(handle: ModelHandle, case: Case, answer: Answer, site: str, targe
     batch[:, :length] = ids
     for row, tail in enumerate(tails):
         batch[row, length:length + len(tail)] = torch.tensor(tail, dtype=torch.long)
-    hooks = replace_hooks(site, [target] * len(tails), vector.expand(len(tails), -1), length - 1) if target is not None else []
+    hooks = [] if target is None else replace_hooks(site, [target] * len(tails), vector.expand(len(tails), -1),
+                                                    length - 1)
     logits = ops.forward(handle, batch, fwd_hooks=hooks)[:, length - 1:]
     width = max(len(c) for c in answer.tokens)
     picked = torch.zeros(len(answer.tokens), width, logits.shape[-1], dtype=logits.dtype, device=logits.device)
@@ -153,9 +154,11 @@ class TransplantRun:
         import plotly.graph_objects as go
 
         labels = [o.strip() or repr(o) for o in self.options]
+        moved = f"transplant {self.source}->{self.target}"
         fig = go.Figure([go.Bar(name="baseline", x=labels, y=self.baseline.option_p),
-                         go.Bar(name=f"transplant {self.source}->{self.target}", x=labels, y=self.transplanted.option_p)])
-        fig.update_layout(barmode="group", yaxis_title="probability", title=f"{self.item_id} ({self.lang}, {self.direction})")
+                         go.Bar(name=moved, x=labels, y=self.transplanted.option_p)])
+        fig.update_layout(barmode="group", yaxis_title="probability",
+                          title=f"{self.item_id} ({self.lang}, {self.direction})")
         return fig
 
 
@@ -241,7 +244,8 @@ class TransplantGrid:
 
     def _index(self, s: int, t: int) -> tuple[int, int]:
         if s not in self.sources or t not in self.targets:
-            raise InputError(f"The pair ({s}, {t}) is not in this grid: sources {self.sources}, targets {self.targets}.")
+            raise InputError(f"The pair ({s}, {t}) is not in this grid: sources {self.sources}, "
+                             f"targets {self.targets}.")
         return self.sources.index(s), self.targets.index(t)
 
     def to_frame(self) -> pd.DataFrame:
@@ -287,14 +291,17 @@ class TransplantGrid:
         if metric not in ("accuracy", "delta_p"):
             raise InputError("metric must be 'accuracy' or 'delta_p'.")
         read = self.accuracy if metric == "accuracy" else self.delta_p
-        panels = [("matched source", read())] + ([("control: another item's source", read(True))] if self.has_control else [])
+        panels = [("matched source", read())]
+        if self.has_control:
+            panels.append(("control: another item's source", read(True)))
         values = np.concatenate([z.ravel() for _, z in panels])
         if metric == "accuracy":
             zmin, zmax, scale, mid = 0.0, 1.0, "Viridis", None
         else:
             bound = float(np.abs(values).max()) or 1.0
             zmin, zmax, scale, mid = -bound, bound, "RdBu", 0.0
-        fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[name for name, _ in panels], horizontal_spacing=0.08)
+        fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[name for name, _ in panels],
+                            horizontal_spacing=0.08)
         for col, (name, z) in enumerate(panels, start=1):
             fig.add_trace(go.Heatmap(
                 z=z, x=[str(t) for t in self.targets], y=[str(s) for s in self.sources], zmin=zmin, zmax=zmax, zmid=mid,
@@ -318,7 +325,8 @@ class TransplantGrid:
                 "mode": self.mode, "scoring": self.scoring, "n_items": self.n_items, "chance": self.chance_level,
                 "baseline_accuracy": self.baseline_accuracy, "sources": self.sources, "targets": self.targets,
                 "upper_bound": float(any_pair_correct(self.correct).mean()),
-                "control_upper_bound": float(any_pair_correct(self.control_correct).mean()) if self.has_control else None,
+                "control_upper_bound": (float(any_pair_correct(self.control_correct).mean())
+                                        if self.has_control else None),
                 "seconds": self.seconds}
 
 

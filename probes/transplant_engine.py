@@ -122,7 +122,9 @@ def run_rows(handle: ModelHandle, pre: Prefix, site: str, targets: Sequence[int 
     if not continuations or any(len(c) == 0 for c in continuations):
         raise InputError("Every answer continuation needs at least one token.")
     n, device = len(targets), pre.ids.device
-    kwargs = {"cache": fork(pre.cache, torch.zeros(n, dtype=torch.long, device=device))} if pre.cache is not None else {}
+    kwargs = {}
+    if pre.cache is not None:
+        kwargs["cache"] = fork(pre.cache, torch.zeros(n, dtype=torch.long, device=device))
     with ops.hooks(handle, replace_hooks(site, targets, vectors, position=0)):
         out = handle.hf_model(input_ids=pre.ids[:, -1:].expand(n, -1), use_cache=True, **kwargs)
     first, cache = out.logits[:, -1], out.past_key_values
@@ -163,7 +165,8 @@ def _score_continuations(handle: ModelHandle, first: torch.Tensor, cache, contin
     return logprob, greedy
 
 
-def _decode(handle: ModelHandle, cache, logits: torch.Tensor, max_new_tokens: int, stop_ids: frozenset[int]) -> list[list[int]]:
+def _decode(handle: ModelHandle, cache, logits: torch.Tensor, max_new_tokens: int,
+            stop_ids: frozenset[int]) -> list[list[int]]:
     """Greedy decoding from the rows' caches, each row dropped from the batch once it stops."""
     new: list[list[int]] = [[] for _ in range(logits.shape[0])]
     alive = list(range(logits.shape[0]))

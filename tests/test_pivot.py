@@ -29,11 +29,9 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(cache, "RESULTS", cache.ResultCache(root=tmp_path))
 
 
-def reference(folder, prompt: str, sets: dict, answer_word: str):
+def reference(tok, hf, prompt: str, sets: dict, answer_word: str):
     """Per layer: P(set) for each language, entropy (bits) and answer rank, computed from HF
     hidden states one prompt at a time (no padding, no hooks)."""
-    tok = AutoTokenizer.from_pretrained(folder)
-    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     ids = [tok.bos_token_id] + tok(prompt, add_special_tokens=False)["input_ids"]
     full = [tok.bos_token_id] + tok(prompt + answer_word, add_special_tokens=False)["input_ids"]
     answer = full[len(ids)]
@@ -68,9 +66,11 @@ def test_lens_matches_hf_hidden_states(tiny_handle):
     assert [d.concept for d in result.dropped] == ["mat", "park"]
     assert result.n_items == 5 and result.probs.shape == (5, 2, 3)
     assert len({item["n_tokens"] for item in result.items}) > 1  # batches really were padded
+    tok = AutoTokenizer.from_pretrained(tiny_handle.facts.path)
+    hf = AutoModelForCausalLM.from_pretrained(tiny_handle.facts.path, dtype=torch.float32).eval()
     for i, item in enumerate(result.items):
         sets = {lang: prefix_token_ids(tiny_handle.tokenizer, word) for lang, word in item["words"].items()}
-        rows, answer = reference(tiny_handle.facts.path, item["prompt"], sets, item["words"]["zh"])
+        rows, answer = reference(tok, hf, item["prompt"], sets, item["words"]["zh"])
         assert item["answer_id"] == answer
         for layer, row in enumerate(rows):
             for lang in result.languages:

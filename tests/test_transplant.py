@@ -9,7 +9,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from probes.transplant import TransplantGrid, control_partners, scaling_strategy, transplant, transplant_grid, upper_bound
+from probes.transplant import (
+    TransplantGrid,
+    control_partners,
+    scaling_strategy,
+    transplant,
+    transplant_grid,
+    upper_bound,
+)
 from probes.transplant_cases import answer_for, make_case
 from probes.transplant_engine import prefix, run_rows
 from workbench import ops
@@ -118,7 +125,8 @@ def test_transplant_equals_hand_written_hooks(tiny_folders, items, arch, site):
     expected = np.exp(ref.option_logprobs(main, answer.tokens, t, site, vector))
     np.testing.assert_allclose(run.transplanted.option_p, expected, rtol=1e-4, atol=1e-12)
     # The baseline is the untouched model, and the transplant changes something.
-    np.testing.assert_allclose(run.baseline.option_p, np.exp(ref.option_logprobs(main, answer.tokens)), rtol=1e-4, atol=1e-12)
+    untouched = np.exp(ref.option_logprobs(main, answer.tokens))
+    np.testing.assert_allclose(run.baseline.option_p, untouched, rtol=1e-4, atol=1e-12)
     assert not np.allclose(run.transplanted.option_p, run.baseline.option_p, rtol=1e-3, atol=0)
 
 
@@ -178,7 +186,8 @@ def test_targetfirst_and_culture_direction(tiny_gemma):
     grid = transplant_grid(tiny_gemma, items, mode="targetfirst", target_layer=1, use_cache=False)
     assert grid.direction == "x->en" and grid.lang == "de" and grid.targets == [1] and grid.sources == [0, 1]
     assert grid.items[0].prompt == items[0].english_prompt and grid.aux_prompts[0] == items[0].prompt
-    assert grid.correct.shape == (2, 2, 1) and grid.chance_level == pytest.approx(np.mean([1 / len(i.choices) for i in items]))
+    assert grid.correct.shape == (2, 2, 1)
+    assert grid.chance_level == pytest.approx(np.mean([1 / len(i.choices) for i in items]))
     frame = grid.to_frame()
     assert list(frame[["source", "target"]].itertuples(index=False, name=None)) == [(0, 1), (1, 1)]
     assert {"accuracy", "control_accuracy", "delta_p_gold", "control_delta_p_gold", "chance"} <= set(frame.columns)

@@ -58,8 +58,8 @@ def test_heatmap_cell_and_export(spec, grids):
 
 def test_handler_errors_are_readable(spec, grids):
     with pytest.raises(gr.Error, match="at least one language"):
-        tab.run_grids(spec, "capitals", [], tab.TASK_DEFAULT, "mlp", "overall", 0, "all", "probability", 4, 4, True, 0, 0,
-                      progress=None)
+        tab.run_grids(spec, "capitals", [], tab.TASK_DEFAULT, "mlp", "overall", 0, "all", "probability", 4, 4, True,
+                      0, 0, progress=None)
     with pytest.raises(gr.Error, match="Layers must lie"):
         tab.run_grids(spec, "capitals", ["fr"], tab.TASK_DEFAULT, "mlp", "overall", 0, "0-9", "probability", 4, 4,
                       True, 0, 0, progress=None)

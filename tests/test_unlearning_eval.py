@@ -183,7 +183,23 @@ def test_tab_handlers(tmp_path, monkeypatch):
     assert tab_unlearning.run_choices() == ["hand"]
     table, scatter, comparison, comparison_plot, check, notes, export = tab_unlearning.show_results("hand")
     assert len(table) == 6 and len(comparison) == 2 and scatter is not None and "a note" in notes
+    with gr.Blocks():
+        tab_unlearning.build(gr.Textbox("gemma-3-270m"))
     files, message = tab_unlearning.prepare_training_data(3, 1, 0)
     assert len(files) == 4 and "forget" in message
     with pytest.raises(gr.Error, match="forget_entities"):
         tab_unlearning.prepare_training_data(2, 2, 0)
+
+
+@pytest.mark.slow
+def test_default_model_knows_the_real_capitals():
+    """The pre-trained track relies on facts gemma-3-270m answers correctly with greedy decoding."""
+    from transformers import AutoTokenizer
+
+    from trainers.unlearning_pipeline import check_real_entities
+    from workbench.models import resolve_spec
+
+    candidates = [c for c in real_entity_candidates(["Italy", "Spain", "Russia"]) if c[0].attribute == "capital"]
+    model = load_reference("gemma-3-270m")
+    check = check_real_entities(model, AutoTokenizer.from_pretrained(resolve_spec("gemma-3-270m").path), candidates, 12)
+    assert check["correct"].all(), check[["question", "generation"]].to_string()

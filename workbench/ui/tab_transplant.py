@@ -64,7 +64,8 @@ def parse_layers(text: str, n_layers: int) -> list[int] | None:
             else:
                 layers.append(int(part))
         except ValueError:
-            raise InputError(f"Cannot read the layers {text!r}: write 'all', 'all:3', '0, 4, 8', '0-17' or '0-17:3'.") from None
+            raise InputError(f"Cannot read the layers {text!r}: write 'all', 'all:3', '0, 4, 8', '0-17' "
+                             "or '0-17:3'.") from None
     bad = [layer for layer in layers if not 0 <= layer < n_layers]
     if bad or not layers:
         raise InputError(f"Layers must lie in 0..{n_layers - 1}; got {text!r}.")
@@ -105,7 +106,8 @@ def run_grids(spec: str, task: str, langs: list[str], direction: str, site: str,
         raise InputError("Choose at least one language.")
     n = int(max_items)
     if n < 2:
-        raise InputError("Use at least two items (the control borrows another item's prompt; the strategy needs a split).")
+        raise InputError("Use at least two items (the control borrows another item's prompt; "
+                         "the strategy needs a split).")
     handle = load(spec)
     chosen = parse_layers(layers, handle.n_layers)
     n_src = len(chosen) if chosen is not None else handle.n_layers
@@ -225,7 +227,8 @@ def build(model_spec: gr.Textbox) -> None:
                 "**instance-aware upper bound** (an item counts if any pair answers it), matched vs control.")
     strategy = gr.Dataframe(label="Offline scaling strategy")
     bound = gr.Dataframe(label="Upper bound")
-    gr.Markdown("### One cell\nPick a (source, target) pair to see each item's outputs without and with the transplant.")
+    gr.Markdown("### One cell\nPick a (source, target) pair to see each item's outputs without and with "
+                "the transplant.")
     with gr.Row():
         cell_source = gr.Number(value=0, precision=0, label="Source layer s")
         cell_target = gr.Number(value=0, precision=0, label="Target layer t")
@@ -238,8 +241,8 @@ def build(model_spec: gr.Textbox) -> None:
         export_files = gr.File(label="Download", file_count="multiple")
 
     task.change(task_languages, inputs=task, outputs=lang_pick)
-    run_button.click(run_grids, inputs=[model_spec, task, lang_pick, direction, site, mode, target_layer, layers, scoring,
-                                        max_new, max_items, control, n_sample, seed],
+    run_button.click(run_grids, inputs=[model_spec, task, lang_pick, direction, site, mode, target_layer, layers,
+                                        scoring, max_new, max_items, control, n_sample, seed],
                      outputs=[status, heatmap, strategy, bound, grids_state, show_lang], api_name="xtransplant_grid")
     for trigger in (show_lang.change, metric.change):
         trigger(show_heatmap, inputs=[grids_state, show_lang, metric], outputs=heatmap)
