@@ -458,7 +458,7 @@ class _Loop:
 
     def _log_train(self, window: "_Window", lr: float, bar) -> None:
         loss, terms, tokens, seconds = window.reduce(self.acc)
-        record = {"step": self.step, "epoch": self.epoch, "loss": loss, "terms": terms, "lr": lr,
+        record = {"step": self.step, "epoch": self.epoch, "loss": loss, "terms": terms, "lr": lr, "tokens": tokens,
                   "tokens_per_s": tokens / max(seconds, 1e-9), "elapsed_s": round(time.time() - self.t0, 2)}
         if self.log:
             self.log.write("train", **record)

@@ -163,8 +163,8 @@ def run_map(spec: str, source: str, upload, languages: str, template: str, max_i
     missing = [c for c in langs if c not in table.columns]
     if missing:
         raise InputError(f"The word list has no {', '.join(missing)} column.")
-    table = _sample(table.dropna(subset=langs), max_items, 0)
-    prompts = {lang: [template.format(word=w) for w in table[lang]] for lang in langs}
+    table = _sample(table[langs].replace("", pd.NA).dropna(), max_items, 0)
+    prompts = {lang: [template.replace("{word}", str(w)) for w in table[lang]] for lang in langs}
     result = rep.representation_map(load(spec), prompts, method=method, progress=progress_callback(progress))
     layer = min(int(layer), result.n_layers - 1)
     slider = gr.update(maximum=result.n_layers - 1, value=layer)
