@@ -1,11 +1,10 @@
 """Retrieval-head scoring vs plain greedy generation on the same trials: time, and peak memory
-as the context grows (each measured in a fresh process, since peak RSS only ever rises)."""
+as the context grows (each measured in a fresh process, peak RSS counted from after loading)."""
 
 from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -16,9 +15,18 @@ LENGTHS_MEMORY = (512, 1024, 2048)
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _reset_peak() -> None:
+    """Reset the kernel's peak-RSS mark (VmHWM), so loading the model does not count."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
 
 
 def _memory_child(mode: str, length: int) -> None:
@@ -31,15 +39,15 @@ def _memory_child(mode: str, length: int) -> None:
 
     handle = workbench.load("gemma-3-270m")
     trial = R.make_trials(handle, "en", (length,), (0.5,), 1)[0]
-    ops.generate_greedy(handle, handle.encode("warm up"), 2)
-    before = _rss_mb()
+    ops.generate_greedy(handle, handle.encode("warm up"), 2, stop_at_newline=True)
+    _reset_peak()
+    before = _status_mb("VmRSS")
     with torch.no_grad():
         if mode == "plain":
             ops.generate_greedy(handle, trial.prompt_ids, 8, stop_at_newline=True)
         else:
             R.run_trial(handle, trial, max_new_tokens=8)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
-    print(json.dumps({"added_mb": peak - before, "tokens": len(trial.prompt_ids)}))
+    print(json.dumps({"added_mb": _status_mb("VmHWM") - before, "tokens": len(trial.prompt_ids)}))
 
 
 def _memory(mode: str, length: int) -> dict:
