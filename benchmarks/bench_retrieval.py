@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 LENGTHS_TIME = (256, 1024)
-LENGTHS_MEMORY = (512, 1024, 2048)
+LENGTHS_MEMORY = (512, 1024, 2048, 4096)
 ROOT = Path(__file__).resolve().parent.parent
 
 

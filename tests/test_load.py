@@ -33,10 +33,16 @@ def _rss_mb() -> float:
     return 0.0
 
 
-def test_concurrent_probe_requests(live_app):
+def test_concurrent_probe_requests(live_app, monkeypatch):
+    import warnings
+
     from gradio_client import Client
 
-    from workbench.models import MODELS
+    from workbench import models
+
+    boots = []
+    real_boot = models._boot
+    monkeypatch.setattr(models, "_boot", lambda *a, **k: boots.append(a) or real_boot(*a, **k))
 
     latencies: list[float] = []
     errors: list[str] = []
@@ -76,10 +82,10 @@ def test_concurrent_probe_requests(live_app):
     report = {"clients": CLIENTS, "seconds": SECONDS, "requests": len(latencies), "errors": len(errors),
               "p50_s": round(statistics.median(latencies), 3) if latencies else None,
               "p95_s": round(qs[18], 3) if latencies else None, "peak_rss_mb": round(peak[0]),
-              "models_loaded": len(MODELS._models)}
+              "model_loads_during_test": len(boots)}
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "load.json").write_text(json.dumps(report, indent=1))
-    print("load test:", report)
+    warnings.warn(f"load test: {report}")  # shows in the pytest summary, so CI logs carry the figures
     assert not errors, errors[:3]
     assert len(latencies) >= CLIENTS
-    assert report["models_loaded"] == 1
+    assert not boots  # the app shares the one loaded model; no request loaded another copy
