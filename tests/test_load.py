@@ -40,6 +40,7 @@ def test_concurrent_probe_requests(live_app, monkeypatch):
 
     from workbench import models
 
+    models.load("gemma-3-270m")  # other tests may have pushed it out of the LRU; load it once, up front
     boots = []
     real_boot = models._boot
     monkeypatch.setattr(models, "_boot", lambda *a, **k: boots.append(a) or real_boot(*a, **k))
