@@ -72,6 +72,10 @@ def test_tab_rejects_bad_input(tmp_path, tiny_folders, monkeypatch):
         tab_train.start_training(*_start_args(tiny_folders, base=str(tmp_path / "no-model")))
     with pytest.raises(gr.Error, match="No checkpoint named 'ghost'"):
         tab_train.start_training(*_start_args(tiny_folders, base="ckpt:ghost"))
+    with pytest.raises(gr.Error, match="Steps is required"):
+        tab_train.start_training(*_start_args(tiny_folders, max_steps=None))
+    with pytest.raises(gr.Error, match="lr must be greater than 0"):
+        tab_train.start_training(*_start_args(tiny_folders, lr=0))
     with pytest.raises(gr.Error, match="No running training"):
         tab_train.cancel_training("nothing")
     monkeypatch.setenv("WORKBENCH_DEMO", "1")

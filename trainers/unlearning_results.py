@@ -158,7 +158,7 @@ class UnlearningResults:
             for track, rows in frame.groupby("track", sort=False):
                 fig.add_trace(go.Bar(x=rows["method"], y=rows[f"{split}.{metric} drop"], name=TRACK_LABELS.get(track, track),
                                      legendgroup=track, showlegend=i == 0, marker_color=colors.get(track)), row=r + 1, col=c + 1)
-        fig.update_yaxes(title_text="1 - after / before")
+        fig.update_yaxes(title_text="1 - after / before", col=1)
         fig.update_layout(barmode="group", template="plotly_white", height=560,
                           title=f"{self.name}: how much each kind of entity is forgotten",
                           margin={"l": 60, "r": 20, "t": 80, "b": 40})

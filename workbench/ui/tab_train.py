@@ -30,6 +30,12 @@ def base_choices(current: str | None = None) -> list[str]:
     return list(dict.fromkeys(choices))
 
 
+def _number(value, name: str, kind: type):
+    if value is None or value == "":
+        raise InputError(f"{name} is required.")
+    return kind(value)
+
+
 def _languages(text: str) -> list[str] | None:
     codes = [c.strip() for c in (text or "").replace(";", ",").split(",") if c.strip()]
     return codes or None
@@ -62,9 +68,10 @@ def start_training(method: str, base: str, model_spec: str, data_choice: str, up
     running = [run for run, job in JOBS.items() if job.running]
     if running:
         raise InputError(f"Run {running[0]!r} is still training; cancel it or wait until it ends.")
-    config = TrainConfig(method=method, base_model=spec, data=data, languages=_languages(languages), lr=float(lr),
-                         max_steps=int(max_steps), batch_size=int(batch_size), grad_accum=int(grad_accum),
-                         max_length=int(max_length), lora=bool(lora), lora_r=int(lora_r), seed=int(seed),
+    config = TrainConfig(method=method, base_model=spec, data=data, languages=_languages(languages),
+                         lr=_number(lr, "Learning rate", float), max_steps=_number(max_steps, "Steps", int),
+                         batch_size=int(batch_size), grad_accum=int(grad_accum), max_length=int(max_length),
+                         lora=bool(lora), lora_r=int(lora_r), lora_alpha=2 * int(lora_r), seed=_number(seed, "Seed", int),
                          output=(run_name or "").strip())
     if config.output and registry.latest(config.output):
         raise InputError(f"Run {config.output!r} already has checkpoints; choose another run name.")
