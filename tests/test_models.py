@@ -127,6 +127,11 @@ def test_missing_folder():
         workbench.load("./no/such/folder")
 
 
+def test_unknown_user_home_is_explained():
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        workbench.load("~no-such-user-xyz/model")
+
+
 def test_wrong_file_type(tmp_path):
     f = tmp_path / "model.txt"
     f.write_text("hello")

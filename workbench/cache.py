@@ -92,8 +92,8 @@ class ResultCache:
     def put(self, key: str, value: Any) -> None:
         self._remember(key, value)
         payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        sig = hmac.new(self._secret(), payload, hashlib.sha256).digest()
         try:
+            sig = hmac.new(self._secret(), payload, hashlib.sha256).digest()
             atomic_write_bytes(self.root / f"{key}.pkl", sig + payload)
         except OSError:
             pass  # a full or read-only disk costs speed, not correctness

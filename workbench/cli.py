@@ -9,7 +9,7 @@ import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from .errors import WorkbenchError  # noqa: E402
+from .errors import WorkbenchError, storage_message  # noqa: E402
 
 COMMANDS: dict[str, tuple[str, callable, callable]] = {}
 
@@ -90,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         COMMANDS[args.command][2](args)
     except WorkbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        message = storage_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     return 0
 

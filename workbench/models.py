@@ -129,7 +129,10 @@ def resolve_spec(spec: str, progress: Progress | None = None) -> ResolvedSpec:
             raise ModelLoadError("No checkpoint registry is available to resolve " + spec)
         folder = _checkpoint_resolver(name)
         return ResolvedSpec("checkpoint", str(folder), source_note(folder))
-    path = Path(spec).expanduser()
+    try:
+        path = Path(spec).expanduser()
+    except RuntimeError:  # "~name" of a user that does not exist
+        raise ModelLoadError(f"Model folder {spec} does not exist (no user {spec.split('/')[0][1:]!r}).") from None
     if path.exists() or spec.startswith((".", "/", "~")) or os.sep in spec and spec.count("/") > 1:
         if not path.exists():
             raise ModelLoadError(f"Model folder {spec} does not exist.")

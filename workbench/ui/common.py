@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from ..errors import WorkbenchError
+from ..errors import WorkbenchError, storage_message
 
 log = logging.getLogger("workbench.ui")
 
@@ -34,6 +34,12 @@ def friendly(fn: Callable) -> Callable:
             raise gr.Error(_message(exc)) from None
         except MemoryError:
             raise gr.Error("Out of memory: try fewer items, a shorter prompt or a smaller model.") from None
+        except OSError as exc:
+            message = storage_message(exc)
+            if message is None:
+                log.exception("Handler %s failed", getattr(fn, "__name__", fn))
+                message = f"Internal error ({type(exc).__name__}): {_message(exc)}. See the server log."
+            raise gr.Error(message) from None
         except Exception as exc:  # noqa: BLE001 - the UI must survive any bug
             log.exception("Handler %s failed", getattr(fn, "__name__", fn))
             raise gr.Error(f"Internal error ({type(exc).__name__}): {_message(exc)}. See the server log.") from None
