@@ -73,7 +73,9 @@ def export_frame(frame, stem: str, kind: str = "csv") -> str:
     fd, name = tempfile.mkstemp(prefix=f"{stem}-", suffix=f".{kind}", dir=export_dir())
     os.close(fd)
     if kind == "csv":
-        frame.to_csv(name, index=False)
+        # CRLF rows (RFC 4180) make the writer quote cells holding a bare "\r" too (tokens such as
+        # "\r" are common in lens tables); with "\n" rows such a cell would split its row on reading.
+        frame.to_csv(name, index=False, lineterminator="\r\n")
     else:
         frame.to_json(name, orient="records", force_ascii=False, indent=1)
     return name
