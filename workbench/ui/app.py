@@ -63,6 +63,6 @@ def build_app(default_spec: str = DEFAULT_MODEL) -> gr.Blocks:
         model_spec.submit(load_model, inputs=model_spec, outputs=card)
         app.load(load_model, inputs=model_spec, outputs=card)
         for title, module in available_tabs():
-            with gr.Tab(title):
+            with gr.Tab(title, elem_id="tab-" + module.__name__.rsplit(".", 1)[-1].removeprefix("tab_")):
                 module.build(model_spec)
     return app

@@ -70,27 +70,29 @@ def build(model_spec: gr.Textbox) -> None:
     gr.Markdown(INTRO)
     with gr.Row():
         models = gr.Dropdown(choices=checkpoint_choices(), value=["gemma-3-270m"], multiselect=True,
-                             label="Models", allow_custom_value=True, scale=3)
+                             label="Models", allow_custom_value=True, scale=3, elem_id="compare-models")
         refresh = gr.Button("Refresh checkpoints", scale=1)
-        extra = gr.Textbox(label="More models (comma-separated specs)", scale=3)
+        extra = gr.Textbox(label="More models (comma-separated specs)", scale=3, elem_id="compare-extra")
     with gr.Row():
-        view = gr.Dropdown(choices=[(v.title, k) for k, v in VIEWS.items()], value="pivot", label="Analysis")
+        view = gr.Dropdown(choices=[(v.title, k) for k, v in VIEWS.items()], value="pivot", label="Analysis",
+                           elem_id="compare-view")
         task = gr.Dropdown(choices=["capitals", "word_translation", "xnli", "xcopa", "xquad"], value="capitals",
-                           label="Task (XTransplant, evaluation)")
-        lang = gr.Textbox(value="fr", label="Language (pivot: input language)")
-        second = gr.Textbox(value="zh", label="Second language (pivot: target; evaluation: also)")
-        n_items = gr.Number(value=20, precision=0, label="Items")
-    run = gr.Button("Compare", variant="primary")
-    note = gr.Markdown()
-    side = gr.Plot(label="Side by side")
-    diff_plot = gr.Plot(label="Difference from the first model")
+                           label="Task (XTransplant, evaluation)", elem_id="compare-task")
+        lang = gr.Textbox(value="fr", label="Language (pivot: input language)", elem_id="compare-lang")
+        second = gr.Textbox(value="zh", label="Second language (pivot: target; evaluation: also)",
+                            elem_id="compare-second")
+        n_items = gr.Number(value=20, precision=0, label="Items", elem_id="compare-n")
+    run = gr.Button("Compare", variant="primary", elem_id="compare-run")
+    note = gr.Markdown(elem_id="compare-note")
+    side = gr.Plot(label="Side by side", elem_id="compare-side")
+    diff_plot = gr.Plot(label="Difference from the first model", elem_id="compare-diff")
     with gr.Accordion("Tables", open=False):
-        table = gr.Dataframe(label="All models")
+        table = gr.Dataframe(label="All models", elem_id="compare-table")
         diff_table = gr.Dataframe(label="Difference")
     state = gr.State()
     with gr.Row():
-        export = gr.Button("Export HTML report + CSV")
-        files = gr.File(label="Downloads", file_count="multiple")
+        export = gr.Button("Export HTML report + CSV", elem_id="compare-export")
+        files = gr.File(label="Downloads", file_count="multiple", elem_id="compare-files")
     refresh.click(lambda: gr.Dropdown(choices=checkpoint_choices()), outputs=models)
     run.click(run_compare, inputs=[models, extra, view, task, lang, second, n_items],
               outputs=[note, side, diff_plot, table, diff_table, state], api_name="compare")

@@ -178,22 +178,22 @@ def build(model_spec: gr.Textbox) -> None:
     gr.Markdown(INTRO)
     first_langs = get_task(DEFAULT_TASK).committed_languages()
     with gr.Row():
-        task = gr.Dropdown(list_tasks(), value=DEFAULT_TASK, label="Task")
+        task = gr.Dropdown(list_tasks(), value=DEFAULT_TASK, label="Task", elem_id="eval-task")
         langs = gr.Dropdown(first_langs, value=[l for l in DEFAULT_LANGS if l in first_langs], multiselect=True,
-                            label="Languages")
-        n = gr.Number(20, precision=0, label="Items per language (empty = all)")
+                            label="Languages", elem_id="eval-langs")
+        n = gr.Number(20, precision=0, label="Items per language (empty = all)", elem_id="eval-n")
         mode = gr.Radio(list(MODES), value="auto", label="Scoring",
                         info="auto: every scoring that fits the task")
-    run_button = gr.Button("Evaluate", variant="primary")
-    status = gr.Markdown()
-    plot = gr.Plot(label="Scores per language")
-    scores = gr.Dataframe(label="Scores (mean, 95% CI, chance)", max_height=360)
+    run_button = gr.Button("Evaluate", variant="primary", elem_id="eval-run")
+    status = gr.Markdown(elem_id="eval-status")
+    plot = gr.Plot(label="Scores per language", elem_id="eval-plot")
+    scores = gr.Dataframe(label="Scores (mean, 95% CI, chance)", max_height=360, elem_id="eval-scores")
     with gr.Accordion("Items", open=False):
         items = gr.Dataframe(label="Per item: output and scores", wrap=True, max_height=360)
     with gr.Row():
-        export_kind = gr.Radio(["csv", "json"], value="csv", label="Export format")
-        export_button = gr.Button("Export")
-        export_files = gr.File(label="Download", file_count="multiple")
+        export_kind = gr.Radio(["csv", "json"], value="csv", label="Export format", elem_id="eval-export-kind")
+        export_button = gr.Button("Export", elem_id="eval-export")
+        export_files = gr.File(label="Download", file_count="multiple", elem_id="eval-files")
     task.change(task_languages, inputs=task, outputs=langs)
     run_button.click(run_eval, inputs=[model_spec, task, langs, n, mode],
                      outputs=[status, scores, plot, items, eval_state], api_name="evaluate")
@@ -201,28 +201,30 @@ def build(model_spec: gr.Textbox) -> None:
 
     gr.Markdown(MCMS_INTRO)
     with gr.Row():
-        pipelines = gr.CheckboxGroup(list(PIPELINES), value=list(DEFAULT_PIPELINES), label="Pipelines")
-        n_events = gr.Number(len(load_events()), precision=0, label="Events (the first N)")
-        new_tokens = gr.Number(DEFAULT_MAX_NEW_TOKENS, precision=0, label="Max new tokens per call")
+        pipelines = gr.CheckboxGroup(list(PIPELINES), value=list(DEFAULT_PIPELINES), label="Pipelines",
+                                     elem_id="mcms-pipelines")
+        n_events = gr.Number(len(load_events()), precision=0, label="Events (the first N)", elem_id="mcms-events")
+        new_tokens = gr.Number(DEFAULT_MAX_NEW_TOKENS, precision=0, label="Max new tokens per call",
+                               elem_id="mcms-new-tokens")
         chat = gr.Checkbox(False, label="Chat template (instruction-tuned models)")
     upload = gr.File(label="GlobeSumm file (.jsonl / .json; default: the committed sample)",
                      file_types=[".jsonl", ".json"])
-    mcms_button = gr.Button("Summarize and score", variant="primary")
-    mcms_status = gr.Markdown()
-    mcms_plot = gr.Plot(label="Metrics per pipeline")
-    mcms_table = gr.Dataframe(label="Mean over events, 95% CI", max_height=360)
+    mcms_button = gr.Button("Summarize and score", variant="primary", elem_id="mcms-run")
+    mcms_status = gr.Markdown(elem_id="mcms-status")
+    mcms_plot = gr.Plot(label="Metrics per pipeline", elem_id="mcms-plot")
+    mcms_table = gr.Dataframe(label="Mean over events, 95% CI", max_height=360, elem_id="mcms-table")
     with gr.Row():
         event = gr.Dropdown([], label="Event")
         pipeline = gr.Dropdown(list(DEFAULT_PIPELINES), value="all", label="Pipeline")
     with gr.Row():
-        reference = gr.Textbox(label="Reference summary", lines=8)
-        generated = gr.Textbox(label="Generated summary", lines=8)
+        reference = gr.Textbox(label="Reference summary", lines=8, elem_id="mcms-reference")
+        generated = gr.Textbox(label="Generated summary", lines=8, elem_id="mcms-generated")
     with gr.Accordion("Every summary and its metrics", open=False):
         mcms_rows = gr.Dataframe(wrap=True, max_height=360)
     with gr.Row():
         mcms_kind = gr.Radio(["csv", "json"], value="csv", label="Export format")
-        mcms_export = gr.Button("Export")
-        mcms_files = gr.File(label="Download", file_count="multiple")
+        mcms_export = gr.Button("Export", elem_id="mcms-export")
+        mcms_files = gr.File(label="Download", file_count="multiple", elem_id="mcms-files")
     mcms_button.click(run_globesumm, inputs=[model_spec, pipelines, n_events, upload, new_tokens, chat],
                       outputs=[mcms_status, mcms_table, mcms_plot, mcms_rows, event, pipeline, mcms_state],
                       api_name="globesumm").then(

@@ -201,49 +201,49 @@ def build(model_spec: gr.Textbox) -> None:
     with gr.Row():
         task = gr.Radio(list(lens.TASKS), value="translation", label="Task")
         src = gr.Dropdown(languages, value="fr", allow_custom_value=True, label="Input language")
-        tgt = gr.Dropdown(languages, value="zh", allow_custom_value=True, label="Target language")
-        k_shot = gr.Slider(0, 10, value=4, step=1, label="Examples per prompt (k)")
+        tgt = gr.Dropdown(languages, value="zh", allow_custom_value=True, label="Target language", elem_id="pivot-tgt")
+        k_shot = gr.Slider(0, 10, value=4, step=1, label="Examples per prompt (k)", elem_id="pivot-k")
         seed = gr.Number(0, precision=0, label="Seed")
-        max_items = gr.Number(60, precision=0, label="Max items")
-    run_button = gr.Button("Run the pivot lens", variant="primary")
-    status = gr.Markdown()
-    curves = gr.Plot(label="Per-layer curves")
+        max_items = gr.Number(60, precision=0, label="Max items", elem_id="pivot-max-items")
+    run_button = gr.Button("Run the pivot lens", variant="primary", elem_id="pivot-run")
+    status = gr.Markdown(elem_id="pivot-status")
+    curves = gr.Plot(label="Per-layer curves", elem_id="pivot-curves")
     with gr.Accordion("Items (last layer) and dropped items", open=False):
-        items = gr.Dataframe(label="Per item, last layer", max_height=360)
-        dropped = gr.Dataframe(label="Dropped items and why", wrap=True, max_height=300)
+        items = gr.Dataframe(label="Per item, last layer", max_height=360, elem_id="pivot-items")
+        dropped = gr.Dataframe(label="Dropped items and why", wrap=True, max_height=300, elem_id="pivot-dropped")
     with gr.Row():
-        export_kind = gr.Radio(["csv", "json"], value="csv", label="Export format")
-        export_button = gr.Button("Export")
-        export_files = gr.File(label="Download", file_count="multiple")
+        export_kind = gr.Radio(["csv", "json"], value="csv", label="Export format", elem_id="pivot-export-kind")
+        export_button = gr.Button("Export", elem_id="pivot-export")
+        export_files = gr.File(label="Download", file_count="multiple", elem_id="pivot-files")
     run_button.click(run_pivot, inputs=[model_spec, source, upload, task, src, tgt, k_shot, seed, max_items],
                      outputs=[status, curves, dropped, items, pivot_state], api_name="pivot")
     export_button.click(export_pivot, inputs=[pivot_state, export_kind], outputs=export_files)
 
     gr.Markdown("### Logit-lens grid\nThe top lens token at every layer and position; hover for the top-k.")
     with gr.Row():
-        prompt = gr.Textbox(DEFAULT_GRID_PROMPT, label="Prompt", lines=4, scale=4)
+        prompt = gr.Textbox(DEFAULT_GRID_PROMPT, label="Prompt", lines=4, scale=4, elem_id="grid-prompt")
         top_k = gr.Slider(1, 10, value=5, step=1, label="Top-k on hover", scale=1)
-    grid_button = gr.Button("Show the grid")
-    grid_plot = gr.Plot(label="Logit lens")
-    grid_file = gr.File(label="Download (CSV)")
+    grid_button = gr.Button("Show the grid", elem_id="grid-run")
+    grid_plot = gr.Plot(label="Logit lens", elem_id="grid-plot")
+    grid_file = gr.File(label="Download (CSV)", elem_id="grid-file")
     grid_button.click(run_grid, inputs=[model_spec, prompt, top_k], outputs=[grid_plot, grid_file],
                       api_name="logit_lens_grid")
 
     gr.Markdown("### Representation map\nLast-token residuals of the same words in several languages, projected "
                 "per layer. Where the colours mix and translations find each other, the languages have merged.")
     with gr.Row():
-        map_langs = gr.Textbox("en, fr, de, zh, ja, ru", label="Languages")
+        map_langs = gr.Textbox("en, fr, de, zh, ja, ru", label="Languages", elem_id="map-langs")
         template = gr.Textbox("{word}", label="Prompt template")
-        map_items = gr.Number(40, precision=0, label="Words per language")
+        map_items = gr.Number(40, precision=0, label="Words per language", elem_id="map-items")
         method = gr.Radio(list(rep.METHODS), value="pca", label="Projection")
-    map_button = gr.Button("Compute the map")
+    map_button = gr.Button("Compute the map", elem_id="map-run")
     layer = gr.Slider(0, 17, value=12, step=1, label="Layer")
     with gr.Row():
-        map_plot = gr.Plot(label="Map")
-        scores_plot = gr.Plot(label="Merge scores per layer")
+        map_plot = gr.Plot(label="Map", elem_id="map-plot")
+        scores_plot = gr.Plot(label="Merge scores per layer", elem_id="map-scores")
     with gr.Row():
-        map_export = gr.Button("Export the map")
-        map_files = gr.File(label="Download", file_count="multiple")
+        map_export = gr.Button("Export the map", elem_id="map-export")
+        map_files = gr.File(label="Download", file_count="multiple", elem_id="map-files")
     map_button.click(run_map, inputs=[model_spec, source, upload, map_langs, template, map_items, method, layer],
                      outputs=[map_plot, scores_plot, layer, map_state], api_name="representation_map")
     layer.release(replot_map, inputs=[map_state, layer, method], outputs=[map_plot, map_state])

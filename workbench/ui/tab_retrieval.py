@@ -138,24 +138,25 @@ def build(model_spec: gr.Textbox) -> None:
     result_state = gr.State(None)
     gr.Markdown(INTRO)
     with gr.Row():
-        lang = gr.Dropdown(langs, value="en" if "en" in langs else langs[0], label="Language")
-        lengths = gr.Textbox(default_lengths, label="Context lengths (tokens)")
-        depths = gr.Textbox(default_depths, label="Needle depths (0 = start, 1 = end)")
+        lang = gr.Dropdown(langs, value="en" if "en" in langs else langs[0], label="Language",
+                           elem_id="retrieval-lang")
+        lengths = gr.Textbox(default_lengths, label="Context lengths (tokens)", elem_id="retrieval-lengths")
+        depths = gr.Textbox(default_depths, label="Needle depths (0 = start, 1 = end)", elem_id="retrieval-depths")
         n_needles = gr.Slider(1, len(haystack.load_needles(langs[0])), value=haystack.DEFAULT_NEEDLES, step=1,
-                              label="Needles")
-    score_button = gr.Button("Compute retrieval scores", variant="primary")
-    status = gr.Markdown()
-    heatmap = gr.Plot(label="Retrieval score per head")
+                              label="Needles", elem_id="retrieval-needles")
+    score_button = gr.Button("Compute retrieval scores", variant="primary", elem_id="retrieval-run")
+    status = gr.Markdown(elem_id="retrieval-status")
+    heatmap = gr.Plot(label="Retrieval score per head", elem_id="retrieval-heatmap")
     with gr.Row():
-        ranked = gr.Dataframe(label="Heads, best first", max_height=360)
-        per_type = gr.Dataframe(label="Per layer type")
+        ranked = gr.Dataframe(label="Heads, best first", max_height=360, elem_id="retrieval-ranked")
+        per_type = gr.Dataframe(label="Per layer type", elem_id="retrieval-per-type")
     with gr.Accordion("Trials (kept and dropped)", open=False):
         window = gr.Dataframe(label="Mean score by layer type: did the sliding window still cover the needle?")
         trials = gr.Dataframe(wrap=True, max_height=400)
     with gr.Row():
-        export_kind = gr.Radio(["csv", "json"], value="csv", label="Export format")
-        export_button = gr.Button("Export scores")
-        export_file = gr.File(label="Download")
+        export_kind = gr.Radio(["csv", "json"], value="csv", label="Export format", elem_id="retrieval-export-kind")
+        export_button = gr.Button("Export scores", elem_id="retrieval-export")
+        export_file = gr.File(label="Download", elem_id="retrieval-file")
     score_button.click(run_scores, inputs=[model_spec, lang, lengths, depths, n_needles],
                        outputs=[status, heatmap, ranked, per_type, window, trials, result_state], api_name="retrieval_scores")
     export_button.click(export_scores, inputs=[result_state, export_kind], outputs=export_file)

@@ -136,17 +136,17 @@ def build(model_spec: gr.Textbox) -> None:
                 "the result is registered as `ckpt:RUN` and opens in every tab."
                 + ("\n\n**Training is disabled in demo mode.**" if disabled else ""))
     with gr.Row():
-        method = gr.Dropdown(available_methods(), value="sft", label="Method")
+        method = gr.Dropdown(available_methods(), value="sft", label="Method", elem_id="train-method")
         base = gr.Dropdown(base_choices(model_spec.value), value=None, allow_custom_value=True,
                            label="Base model or checkpoint", info="empty: the model in the Model box")
-        run_name = gr.Textbox(label="Run name", placeholder="automatic")
+        run_name = gr.Textbox(label="Run name", placeholder="automatic", elem_id="train-run-name")
     with gr.Row():
         data_choice = gr.Radio([DEMO_CHOICE, UPLOAD_CHOICE], value=DEMO_CHOICE, label="Data")
         upload = gr.File(label="JSONL (instruction, output, lang, instruction_en, output_en)", file_types=[".jsonl"])
         languages = gr.Textbox(label="Languages", placeholder="all, or e.g. fr, de")
     with gr.Row():
-        lr = gr.Number(value=1e-4, label="Learning rate")
-        max_steps = gr.Number(value=20, precision=0, label="Steps")
+        lr = gr.Number(value=1e-4, label="Learning rate", elem_id="train-lr")
+        max_steps = gr.Number(value=20, precision=0, label="Steps", elem_id="train-steps")
         batch_size = gr.Slider(1, 16, value=4, step=1, label="Batch size")
         grad_accum = gr.Slider(1, 16, value=1, step=1, label="Gradient accumulation")
         max_length = gr.Slider(16, 512, value=64, step=16, label="Max tokens")
@@ -155,15 +155,15 @@ def build(model_spec: gr.Textbox) -> None:
         lora_r = gr.Slider(2, 64, value=16, step=2, label="LoRA rank")
         seed = gr.Number(value=0, precision=0, label="Seed")
     with gr.Row():
-        start = gr.Button("Start training", variant="primary", interactive=not disabled)
+        start = gr.Button("Start training", variant="primary", interactive=not disabled, elem_id="train-start")
         cancel = gr.Button("Cancel", variant="stop", interactive=not disabled)
-    status = gr.Markdown()
+    status = gr.Markdown(elem_id="train-status")
     progress = gr.HTML(_bar(0, ""))
     plot = gr.Plot(label="Loss")
     logs = gr.Textbox(label="Log", lines=10, max_lines=10, autoscroll=True)
     with gr.Accordion("Registered checkpoints", open=False):
-        table = gr.Dataframe(interactive=False)
-        refresh = gr.Button("Refresh")
+        table = gr.Dataframe(interactive=False, elem_id="train-checkpoints")
+        refresh = gr.Button("Refresh", elem_id="train-refresh")
     current = gr.State("")
     timer = gr.Timer(POLL_SECONDS, active=False)
 

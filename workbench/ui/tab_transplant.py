@@ -200,33 +200,35 @@ def build(model_spec: gr.Textbox) -> None:
     grids_state = gr.State(None)
     gr.Markdown(INTRO)
     with gr.Row():
-        task = gr.Dropdown(tasks, value=default_task, label="Task")
-        lang_pick = gr.Dropdown(langs, value=langs[:2], multiselect=True, label="Languages")
+        task = gr.Dropdown(tasks, value=default_task, label="Task", elem_id="xt-task")
+        lang_pick = gr.Dropdown(langs, value=langs[:2], multiselect=True, label="Languages", elem_id="xt-langs")
         direction = gr.Radio([TASK_DEFAULT, *DIRECTIONS], value=TASK_DEFAULT, label="Direction")
         site = gr.Radio(["mlp", "attn"], value="mlp", label="Site (FFN or attention output)")
     with gr.Row():
         mode = gr.Radio(list(xt.MODES), value="overall", label="Grid")
         target_layer = gr.Number(value=0, precision=0, label="Target layer (targetfirst)")
         layers = gr.Textbox("all:3", label="Layers (sources, and targets for 'overall')",
-                            info="'all', 'all:3' (every third), '0, 4, 8', '0-17' or '0-17:3'")
+                            info="'all', 'all:3' (every third), '0, 4, 8', '0-17' or '0-17:3'", elem_id="xt-layers")
         scoring = gr.Radio(list(xt.SCORINGS), value="probability", label="Scoring",
                            info="probability: rank the options; generation: greedy output + the task's scorer")
     with gr.Row():
-        max_items = gr.Number(value=10 if demo_mode() else 20, precision=0, label="Items per language")
+        max_items = gr.Number(value=10 if demo_mode() else 20, precision=0, label="Items per language",
+                              elem_id="xt-items")
         max_new = gr.Slider(1, 40, value=20, step=1, label="Max new tokens (generation)")
         control = gr.Checkbox(value=True, label="Mismatched-source control")
-        n_sample = gr.Number(value=0, precision=0, label="Strategy sample size (0: half the items)")
+        n_sample = gr.Number(value=0, precision=0, label="Strategy sample size (0: half the items)",
+                             elem_id="xt-sample")
         seed = gr.Number(value=0, precision=0, label="Split seed")
-    run_button = gr.Button("Run the grid", variant="primary")
-    status = gr.Markdown()
+    run_button = gr.Button("Run the grid", variant="primary", elem_id="xt-run")
+    status = gr.Markdown(elem_id="xt-status")
     with gr.Row():
         show_lang = gr.Dropdown([], label="Heatmap language")
         metric = gr.Radio(["accuracy", "change in P(gold)"], value="accuracy", label="Heatmap")
-    heatmap = gr.Plot(label="Per-pair accuracy: matched source vs control")
+    heatmap = gr.Plot(label="Per-pair accuracy: matched source vs control", elem_id="xt-heatmap")
     gr.Markdown("**Offline strategy** (best pair on the sample split, applied to the unseen rest) and the "
                 "**instance-aware upper bound** (an item counts if any pair answers it), matched vs control.")
-    strategy = gr.Dataframe(label="Offline scaling strategy")
-    bound = gr.Dataframe(label="Upper bound")
+    strategy = gr.Dataframe(label="Offline scaling strategy", elem_id="xt-strategy")
+    bound = gr.Dataframe(label="Upper bound", elem_id="xt-bound")
     gr.Markdown("### One cell\nPick a (source, target) pair to see each item's outputs without and with "
                 "the transplant.")
     with gr.Row():
@@ -236,9 +238,9 @@ def build(model_spec: gr.Textbox) -> None:
     cell_note = gr.Markdown()
     cell_table = gr.Dataframe(wrap=True, max_height=420)
     with gr.Row():
-        export_kind = gr.Radio(["csv", "json"], value="csv", label="Export format")
-        export_button = gr.Button("Export")
-        export_files = gr.File(label="Download", file_count="multiple")
+        export_kind = gr.Radio(["csv", "json"], value="csv", label="Export format", elem_id="xt-export-kind")
+        export_button = gr.Button("Export", elem_id="xt-export")
+        export_files = gr.File(label="Download", file_count="multiple", elem_id="xt-files")
 
     task.change(task_languages, inputs=task, outputs=lang_pick)
     run_button.click(run_grids, inputs=[model_spec, task, lang_pick, direction, site, mode, target_layer, layers,

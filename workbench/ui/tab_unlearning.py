@@ -72,26 +72,27 @@ def prepare_training_data(entities: float, forget_entities: float, seed: float):
 def build(model_spec: gr.Textbox) -> None:
     gr.Markdown(INTRO)
     with gr.Row():
-        run = gr.Dropdown(run_choices(), label="Saved run", allow_custom_value=True)
-        refresh = gr.Button("Refresh list")
-        show = gr.Button("Show", variant="primary")
-    table = gr.Dataframe(label="Results per method and checkpoint (step 0 = injected model)", interactive=False)
-    scatter = gr.Plot(label="Forget Quality vs Model Utility")
+        run = gr.Dropdown(run_choices(), label="Saved run", allow_custom_value=True, elem_id="unlearn-run")
+        refresh = gr.Button("Refresh list", elem_id="unlearn-refresh")
+        show = gr.Button("Show", variant="primary", elem_id="unlearn-show")
+    table = gr.Dataframe(label="Results per method and checkpoint (step 0 = injected model)", interactive=False,
+                         elem_id="unlearn-table")
+    scatter = gr.Plot(label="Forget Quality vs Model Utility", elem_id="unlearn-scatter")
     gr.Markdown("**Injected vs pre-trained entities**: how much of each score unlearning removed (1 - after/before).")
-    comparison = gr.Dataframe(interactive=False)
-    comparison_plot = gr.Plot(label="Injected vs pre-trained entities")
+    comparison = gr.Dataframe(interactive=False, elem_id="unlearn-comparison")
+    comparison_plot = gr.Plot(label="Injected vs pre-trained entities", elem_id="unlearn-comparison-plot")
     with gr.Accordion("Real-entity check (the base model's greedy answers)", open=False):
         check = gr.Dataframe(interactive=False)
-    notes = gr.Markdown()
-    export = gr.File(label="Results (CSV)")
+    notes = gr.Markdown(elem_id="unlearn-notes")
+    export = gr.File(label="Results (CSV)", elem_id="unlearn-file")
     with gr.Accordion("Prepare data for the Train tab", open=False):
         with gr.Row():
             entities = gr.Slider(2, 40, value=4, step=1, label="Invented entities")
             forget_entities = gr.Slider(1, 39, value=1, step=1, label="Entities to forget")
             seed = gr.Number(value=0, precision=0, label="Seed")
-        prepare = gr.Button("Write JSONL files")
-        files = gr.File(label="Data files", file_count="multiple")
-        message = gr.Markdown()
+        prepare = gr.Button("Write JSONL files", elem_id="unlearn-prepare")
+        files = gr.File(label="Data files", file_count="multiple", elem_id="unlearn-data-files")
+        message = gr.Markdown(elem_id="unlearn-data-message")
 
     refresh.click(lambda: gr.Dropdown(choices=run_choices()), outputs=run)
     show.click(show_results, inputs=run, outputs=[table, scatter, comparison, comparison_plot, check, notes, export])
