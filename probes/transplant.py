@@ -53,18 +53,6 @@ MODES: tuple[str, ...] = ("overall", "targetfirst")
 SCORINGS: tuple[str, ...] = ("probability", "generation")
 
 
-_STOP_IDS: dict[tuple[str, str, bool], frozenset[int]] = {}
-
-
-def _stop_ids(handle: ModelHandle, stop_at_newline: bool) -> frozenset[int]:
-    """The stop set of `ops.generate_greedy`, computed once per model: scanning Gemma's 262k-token
-    vocabulary for newlines takes seconds."""
-    key = (handle.facts.fingerprint, handle.facts.path, stop_at_newline)
-    if key not in _STOP_IDS:
-        _STOP_IDS[key] = frozenset(ops._stop_ids(handle, stop_at_newline))
-    return _STOP_IDS[key]
-
-
 # --------------------------------------------------------------------------- one item, one pair
 
 @dataclass
@@ -435,7 +423,7 @@ def _fast_item(handle: ModelHandle, case: Case, answer: Answer, vectors: torch.T
     targets = [None if k == BASELINE else cfg.targets[k[2]] for k in keys]
     rows = torch.stack([torch.zeros_like(vectors[0, 0]) if k == BASELINE else vectors[donors[k[0]], cfg.sources[k[1]]]
                         for k in keys])
-    stop = _stop_ids(handle, cfg.stop_at_newline) if cfg.generate else frozenset()
+    stop = ops._stop_ids(handle, cfg.stop_at_newline) if cfg.generate else frozenset()
     outcomes: dict[Key, Outcome] = {}
     for start in range(0, len(keys), cfg.batch_size):
         part = slice(start, start + cfg.batch_size)

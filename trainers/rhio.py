@@ -159,7 +159,7 @@ def contrastive_generate(handle: ModelHandle, prompt: str, alpha: float = 1.0, p
     stops = ops._stop_ids(handle, stop_at_newline=False)
     new: list[int] = []
     with handle.lock:
-        out = handle.hf_model(input_ids=ids, use_cache=True)
+        out = handle.hf_model(input_ids=ids, use_cache=True, logits_to_keep=1)
         for step in range(max_new_tokens):
             logits = out.logits[:, -1]
             nxt = int(contrastive_step(logits[0], logits[1], alpha, plausibility).argmax())

@@ -155,7 +155,15 @@ class Generation:
         return self.texts[0]
 
 
-def _stop_ids(handle: ModelHandle, stop_at_newline: bool) -> set[int]:
+_STOP_IDS: dict[tuple[str, str, bool], frozenset[int]] = {}
+
+
+def _stop_ids(handle: ModelHandle, stop_at_newline: bool) -> frozenset[int]:
+    """End-of-sequence ids, plus every token whose text holds a newline; computed once per model
+    because scanning Gemma's 262k-token vocabulary takes about half a second."""
+    key = (handle.facts.fingerprint, handle.facts.path, stop_at_newline)
+    if key in _STOP_IDS:
+        return _STOP_IDS[key]
     stops = set()
     eos = handle.tokenizer.eos_token_id
     for e in (eos if isinstance(eos, (list, tuple)) else [eos]):
@@ -169,7 +177,8 @@ def _stop_ids(handle: ModelHandle, stop_at_newline: bool) -> set[int]:
         for tok, idx in handle.tokenizer.get_vocab().items():
             if "\n" in handle.tokenizer.convert_tokens_to_string([tok]):
                 stops.add(idx)
-    return stops
+    _STOP_IDS[key] = frozenset(stops)
+    return _STOP_IDS[key]
 
 
 @torch.no_grad()
@@ -195,7 +204,7 @@ def generate_greedy(handle: ModelHandle, prompt: str | Sequence[int] | torch.Ten
     fwd_hooks, prefill_hooks = list(fwd_hooks), list(prefill_hooks)
     with handle.lock:
         with hooks(handle, fwd_hooks + prefill_hooks):
-            out = handle.hf_model(input_ids=ids, use_cache=True)
+            out = handle.hf_model(input_ids=ids, use_cache=True, logits_to_keep=1)  # not (T, 262k) floats
         past = out.past_key_values
         logits = out.logits[:, -1]
         with hooks(handle, fwd_hooks):
