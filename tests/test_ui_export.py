@@ -1,6 +1,7 @@
 """Exports written for the app's download buttons read back exactly."""
 
 import csv
+from pathlib import Path
 
 import pandas as pd
 
@@ -24,3 +25,19 @@ def test_json_export_keeps_the_same_cells():
     frame = pd.DataFrame({"token": TOKENS})
     back = pd.read_json(export_frame(frame, "roundtrip", "json"), orient="records")
     assert back["token"].tolist() == TOKENS
+
+
+def test_prepared_unlearning_data_is_downloadable(tmp_path, monkeypatch):
+    """The JSONL files live in the workbench home (anywhere on disk); the page gets copies in the
+    export folder, the only place besides the working directory Gradio serves files from."""
+    from workbench.ui import tab_unlearning
+    from workbench.ui.common import export_dir
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    files, message = tab_unlearning.prepare_training_data(3, 1, 0)
+    assert [Path(f).name for f in files] == ["inject.jsonl", "retain.jsonl", "unlearn_injected.jsonl", "splits.jsonl"]
+    home = tmp_path / "home" / "unlearning" / "data-3-1-0"
+    for f in files:
+        assert Path(f).parent.parent == export_dir()
+        assert Path(f).read_bytes() == (home / Path(f).name).read_bytes()
+    assert str(home) in message

@@ -9,6 +9,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -94,6 +95,13 @@ def export_text(text: str, stem: str, suffix: str) -> str:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
     return name
+
+
+def export_copy(path: str | Path) -> str:
+    """A copy (same file name) of a file kept elsewhere, e.g. in the workbench home, in the export
+    folder: Gradio only serves downloads from the temp dir or the working directory."""
+    folder = tempfile.mkdtemp(prefix="copy-", dir=export_dir())
+    return shutil.copy2(path, Path(folder) / Path(path).name)
 
 
 def export_html(figures: list, stem: str, title: str = "") -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..errors import InputError
-from .common import export_frame, friendly
+from .common import export_copy, export_frame, friendly
 
 INTRO = (
     "Entity-level unlearning: a model first learns invented entities (injection), then each method "
@@ -66,7 +66,8 @@ def prepare_training_data(entities: float, forget_entities: float, seed: float):
                f"about {config.entities} invented entities. In the Train tab: method `sft` on `{inject.name}` "
                f"injects them; then any `unlearn-*` method on `{unlearn.name}` from that checkpoint unlearns "
                f"them (`{retain.name}` trains the retain-only model). Files are in {folder}.")
-    return [str(inject), str(retain), str(unlearn), str(folder / "splits.jsonl")], message
+    # the files stay in the home for the Train tab; the page downloads copies (Gradio serves temp files only)
+    return [export_copy(path) for path in (inject, retain, unlearn, folder / "splits.jsonl")], message
 
 
 def build(model_spec: gr.Textbox) -> None:
