@@ -38,6 +38,7 @@ def test_prepared_unlearning_data_is_downloadable(tmp_path, monkeypatch):
     assert [Path(f).name for f in files] == ["inject.jsonl", "retain.jsonl", "unlearn_injected.jsonl", "splits.jsonl"]
     home = tmp_path / "home" / "unlearning" / "data-3-1-0"
     for f in files:
+        assert isinstance(f, str)  # what gr.File accepts
         assert Path(f).parent.parent == export_dir()
         assert Path(f).read_bytes() == (home / Path(f).name).read_bytes()
     assert str(home) in message

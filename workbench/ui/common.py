@@ -101,7 +101,7 @@ def export_copy(path: str | Path) -> str:
     """A copy (same file name) of a file kept elsewhere, e.g. in the workbench home, in the export
     folder: Gradio only serves downloads from the temp dir or the working directory."""
     folder = tempfile.mkdtemp(prefix="copy-", dir=export_dir())
-    return shutil.copy2(path, Path(folder) / Path(path).name)
+    return str(shutil.copy2(path, Path(folder) / Path(path).name))
 
 
 def export_html(figures: list, stem: str, title: str = "") -> str:
