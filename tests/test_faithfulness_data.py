@@ -85,16 +85,16 @@ def _write(tmp_path, *records):
 @pytest.mark.parametrize(
     "bad, message",
     [
-        ("{oops", r"data.jsonl:2: not valid JSON"),
-        ("[1, 2]", r"data.jsonl:2: expected a JSON object, got list"),
-        ({k: v for k, v in GOOD.items() if k != "question"}, r"data.jsonl:2: missing field 'question'"),
+        ("{oops", r"data.jsonl, line 2: not valid JSON"),
+        ("[1, 2]", r"data.jsonl, line 2: expected a JSON object, got list"),
+        ({k: v for k, v in GOOD.items() if k != "question"}, r"data.jsonl, line 2: missing field 'question'"),
         ({**GOOD, "id": "t-2", "answer": "  "}, r"field 'answer' must be a non-empty string"),
         ({**GOOD, "id": "t-2", "documents": []}, r"'documents' must be a non-empty list"),
         ({**GOOD, "id": "t-2", "documents": ["text only"]}, r"documents\[0\]: a document must be an object"),
         ({**GOOD, "id": "t-2", "documents": [{"title": "T", "text": ""}]}, r"documents\[0\]: document 'text'"),
         ({**GOOD, "id": "t-2", "documents": [{"text": "x"}]}, r"documents\[0\]: document 'title' must be a string"),
         ({**GOOD, "id": "t-2", "contradicts_common_belief": "yes"}, r"must be true or false"),
-        (GOOD, r"data.jsonl:2: duplicate id 't-1'"),
+        (GOOD, r"data.jsonl, line 2: duplicate id 't-1'"),
     ],
 )
 def test_malformed_records(tmp_path, bad, message):

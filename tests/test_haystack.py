@@ -177,10 +177,10 @@ def test_malformed_needle_files(tmp_path):
     good = {"lang": "en", "needle": "A fact.", "question": "Q?", "answer": "fact"}
     path = tmp_path / "needles.jsonl"
     path.write_text(json.dumps(good) + "\n{not json\n", encoding="utf-8")
-    with pytest.raises(HaystackDataError, match=r"needles.jsonl:2: not valid JSON"):
+    with pytest.raises(HaystackDataError, match=r"needles.jsonl, line 2: not valid JSON"):
         load_needles("en", tmp_path)
     path.write_text(json.dumps({**good, "answer": ""}) + "\n", encoding="utf-8")
-    with pytest.raises(HaystackDataError, match=r"needles.jsonl:1: field 'answer'"):
+    with pytest.raises(HaystackDataError, match=r"needles.jsonl, line 1: field 'answer'"):
         load_needles("en", tmp_path)
     path.write_text(json.dumps(good) + "\n", encoding="utf-8")
     assert load_needles("en", tmp_path) == [Needle("en", "A fact.", "Q?", "fact")]

@@ -60,6 +60,16 @@ def test_bad_files(tmp_path, lines, pattern):
         load_jsonl(_write(tmp_path, lines))
 
 
+def test_line_numbers_count_blank_lines_and_binary_files_are_named(tmp_path):
+    good = json.dumps({"instruction": "a", "output": "b"})
+    with pytest.raises(DataError, match="'output' on line\\(s\\) 3"):
+        load_jsonl(_write(tmp_path, [good, "", json.dumps({"instruction": "a"})]))
+    binary = tmp_path / "weights.jsonl"
+    binary.write_bytes(b"\x80\x04\x95 not text")
+    with pytest.raises(DataError, match="weights.jsonl is not UTF-8 text"):
+        load_jsonl(binary)
+
+
 def test_languages_that_are_absent_or_unknown(tmp_path):
     path = _write(tmp_path, [json.dumps({"instruction": "a", "output": "b", "lang": "fr"})])
     with pytest.raises(DataError, match="no records in de; it has fr"):

@@ -8,7 +8,6 @@ This module also turns (prompt, response) pairs into padded batches with the pro
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -16,6 +15,7 @@ from typing import Iterable, Sequence
 import torch
 
 from workbench.cache import stable_hash
+from workbench.datasets.jsonl import json_objects
 from workbench.errors import InputError
 
 DEMO_FILE = Path(__file__).resolve().parent.parent / "workbench" / "data" / "train" / "demo.jsonl"
@@ -55,28 +55,19 @@ def load_jsonl(path: str | Path, required_fields: Sequence[str] = ("instruction"
         raise DataError(f"Data file {path} does not exist.")
     wanted = [check_language(c) for c in languages] if languages else None
     records, missing = [], {}
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
+    for number, record in json_objects(path, DataError):
+        for name in required_fields:
+            value = record.get(name)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                missing.setdefault(name, []).append(number)
+        if "lang" in record:
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path.name}, line {number}: not valid JSON ({exc.msg}).") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path.name}, line {number}: expected a JSON object, got {type(record).__name__}.")
-            for name in required_fields:
-                value = record.get(name)
-                if value is None or (isinstance(value, str) and not value.strip()):
-                    missing.setdefault(name, []).append(number)
-            if "lang" in record:
-                try:
-                    check_language(record["lang"])
-                except DataError as exc:
-                    raise DataError(f"{path.name}, line {number}: {exc}") from None
-            elif wanted:
-                raise DataError(f"{path.name}, line {number}: no 'lang' field, so it cannot be filtered by language.")
-            records.append(record)
+                check_language(record["lang"])
+            except DataError as exc:
+                raise DataError(f"{path.name}, line {number}: {exc}") from None
+        elif wanted:
+            raise DataError(f"{path.name}, line {number}: no 'lang' field, so it cannot be filtered by language.")
+        records.append(record)
     if not records:
         raise DataError(f"Data file {path} is empty: it has no JSON lines.")
     if missing:

@@ -38,6 +38,7 @@ from babel import Locale
 from babel.numbers import format_decimal
 
 from ..errors import InputError
+from .jsonl import json_objects
 from ..paths import atomic_write_text
 
 __all__ = [
@@ -418,29 +419,20 @@ def from_jsonl(path: str | Path) -> UnlearningSplits:
         raise InputError(f"No splits file at {path}.")
     required = [f.name for f in fields(QAPair) if f.name not in ("variant", "lang")]
     groups: dict[str, list[QAPair]] = {split: [] for split in SPLIT_NAMES}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(f"{path}, line {number}: not valid JSON ({error.msg}).") from error
-            if not isinstance(record, dict):
-                raise InputError(f"{path}, line {number}: expected a JSON object.")
-            missing = [name for name in ["split", *required] if name not in record]
-            if missing:
-                raise InputError(f"{path}, line {number}: missing field(s) {', '.join(missing)}.")
-            split = record.pop("split")
-            if split not in groups:
-                raise InputError(
-                    f"{path}, line {number}: unknown split {split!r} (expected one of {', '.join(SPLIT_NAMES)})."
-                )
-            if not isinstance(record["perturbed_answers"], list):
-                raise InputError(f"{path}, line {number}: perturbed_answers must be a list of strings.")
-            record["perturbed_answers"] = tuple(record["perturbed_answers"])
-            known = {f.name for f in fields(QAPair)}
-            groups[split].append(QAPair(**{k: v for k, v in record.items() if k in known}))
+    for number, record in json_objects(path, InputError):
+        missing = [name for name in ["split", *required] if name not in record]
+        if missing:
+            raise InputError(f"{path.name}, line {number}: missing field(s) {', '.join(missing)}.")
+        split = record.pop("split")
+        if split not in groups:
+            raise InputError(
+                f"{path.name}, line {number}: unknown split {split!r} (expected one of {', '.join(SPLIT_NAMES)})."
+            )
+        if not isinstance(record["perturbed_answers"], list):
+            raise InputError(f"{path.name}, line {number}: perturbed_answers must be a list of strings.")
+        record["perturbed_answers"] = tuple(record["perturbed_answers"])
+        known = {f.name for f in fields(QAPair)}
+        groups[split].append(QAPair(**{k: v for k, v in record.items() if k in known}))
     if not any(groups.values()):
         raise InputError(f"{path} holds no QA pairs.")
     return UnlearningSplits(**{split: tuple(pairs) for split, pairs in groups.items()})

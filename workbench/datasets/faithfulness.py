@@ -19,11 +19,11 @@ with extra metadata load as well.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.datasets.jsonl import json_objects
 from workbench.errors import InputError
 
 __all__ = [
@@ -114,20 +114,13 @@ def load_faithfulness(
         raise FileNotFoundError(f"faithfulness data file not found: {path}")
     items: list[FaithItem] = []
     seen: set[str] = set()
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path.name}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise FaithfulnessDataError(f"{where}: not valid JSON ({err.msg})") from None
-            item = parse_item(record, where)
-            if item.id in seen:
-                raise FaithfulnessDataError(f"{where}: duplicate id '{item.id}'")
-            seen.add(item.id)
-            items.append(item)
+    for lineno, record in json_objects(path, FaithfulnessDataError):
+        where = f"{path.name}, line {lineno}"
+        item = parse_item(record, where)
+        if item.id in seen:
+            raise FaithfulnessDataError(f"{where}: duplicate id '{item.id}'")
+        seen.add(item.id)
+        items.append(item)
     if not items:
         raise FaithfulnessDataError(f"{path}: no records (the file is empty)")
     if langs is None:

@@ -15,13 +15,13 @@ a join cannot happen); the needle and the question are therefore encoded right a
 
 from __future__ import annotations
 
-import json
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workbench.datasets.jsonl import json_objects
 from workbench.errors import InputError
 from workbench.evals.faithfulness import ends_sentence, rouge, sentence_spans, splits_characters
 
@@ -114,16 +114,8 @@ def load_needles(lang: str, data_dir: str | Path | None = None) -> list[Needle]:
         raise HaystackDataError(f"needle file not found: {path}")
     needles: list[Needle] = []
     langs: set[str] = set()
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path.name}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise HaystackDataError(f"{where}: not valid JSON ({err.msg})") from None
-        if not isinstance(record, dict):
-            raise HaystackDataError(f"{where}: expected a JSON object")
+    for lineno, record in json_objects(path, HaystackDataError):
+        where = f"{path.name}, line {lineno}"
         for key in ("lang", "needle", "question", "answer"):
             if not isinstance(record.get(key), str) or not record[key].strip():
                 raise HaystackDataError(f"{where}: field '{key}' must be a non-empty string")
