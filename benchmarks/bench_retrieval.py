@@ -51,7 +51,7 @@ def _memory_child(mode: str, length: int) -> None:
 
 
 def _memory(mode: str, length: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "memory", mode, str(length)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, __file__, "memory", mode, str(length)], stdout=subprocess.PIPE, text=True,
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
