@@ -299,7 +299,7 @@ def test_train_tab_validates_and_lists_checkpoints(page):
 
     page.get_by_text("Registered checkpoints").click()
     click(page, "#train-refresh")
-    page.locator("#train-checkpoints th[role=columnheader]").first.wait_for(timeout=UI_TIMEOUT)
+    page.locator("#train-checkpoints th[title=base_model]").first.wait_for(timeout=UI_TIMEOUT)
     assert {"name", "method", "base_model", "step"} <= set(table_headers(page, "#train-checkpoints"))
     screenshot(page, "tab_train")
 
@@ -321,6 +321,7 @@ def rhio_folder(tiny_folders, tmp_path_factory):
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     tokenizer.add_special_tokens({"additional_special_tokens": list(rhio.CONTROL_TOKENS)})
     model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    model.config.max_position_embeddings = 2048  # room for the item's documents (rotary positions)
     folder = tmp_path_factory.mktemp("rhio-tiny")
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
@@ -343,10 +344,15 @@ def test_faithfulness_tab(page, rhio_folder):
 
     set_value(page, "#faith-rhio", str(rhio_folder))
     click(page, "#faith-run")
+    # wait until all three are done (no progress bar, text filled in) or an error toast shows
+    page.wait_for_function("sels => document.querySelector('[data-testid=toast-text]') || sels.every(sel => { "
+                           "const e = document.querySelector(sel); "
+                           "const t = e.querySelector('[data-testid=status-tracker]'); "
+                           "return t && t.classList.contains('hide') && e.innerText.trim().length > 0; })",
+                           arg=["#faith-base", "#faith-pos", "#faith-cd"], timeout=MODEL_TIMEOUT)
+    assert page.locator("[data-testid=toast-text]").all_inner_texts() == []
     for selector in ("#faith-base", "#faith-pos", "#faith-cd"):
-        page.wait_for_function(f"() => document.querySelector('{selector}').innerText.trim().length > 0",
-                               timeout=MODEL_TIMEOUT)
-    assert page.locator("#faith-base").inner_text().strip()
+        assert re.match(r"support \d\.\d\d\n", page.locator(selector).inner_text()), selector
     screenshot(page, "tab_faithfulness")
 
 
