@@ -55,7 +55,7 @@ def test_concurrent_probe_requests(live_app, monkeypatch):
         client = Client(live_app, verbose=False)
         i = index
         while time.time() < deadline:
-            prompt = PROMPTS[i % len(PROMPTS)]
+            prompt = f"{i}. {PROMPTS[i % len(PROMPTS)]}"  # never the same prompt twice: no cache hits
             i += CLIENTS
             start = time.time()
             try:
