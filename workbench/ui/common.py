@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -16,7 +17,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from ..errors import WorkbenchError, storage_message
+from ..errors import InputError, WorkbenchError, storage_message
 
 log = logging.getLogger("workbench.ui")
 
@@ -51,6 +52,50 @@ def friendly(fn: Callable) -> Callable:
 def _message(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.strip("'\"") if isinstance(exc, KeyError) else text
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def as_number(value: Any, what: str) -> float:
+    """A form field as a finite float, or an InputError naming the field (empty, text, NaN, infinite)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InputError(f"{what} is required.")
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be a number, got {_shown(value)}.") from None
+    except OverflowError:  # an int beyond the float range
+        raise InputError(f"{what} is far too large ({_shown(value)}).") from None
+    if not math.isfinite(number):
+        raise InputError(f"{what} must be a finite number, got {_shown(value)}.")
+    return number
+
+
+def as_int(value: Any, what: str, minimum: int | None = None) -> int:
+    """A form field as a whole number (at least `minimum`), or an InputError naming the field."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        real = as_number(value, what)
+        if real != int(real):
+            raise InputError(f"{what} must be a whole number, got {_shown(value)}.")
+        number = int(real)
+    if minimum is not None and number < minimum:
+        raise InputError(f"{what} must be at least {minimum}, got {number}.")
+    return number
+
+
+def require(obj: Any, kind: type | tuple[type, ...], message: str) -> Any:
+    """`obj` when it is a `kind` (a result kept in the page's state), else InputError(message):
+    an empty or foreign state means the step that computes it has not run."""
+    if not isinstance(obj, kind):
+        raise InputError(message)
+    return obj
 
 
 def progress_callback(progress: Any) -> Callable[[float, str], None]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..compare import MAX_MODELS, VIEWS, compare
+from ..compare import MAX_MODELS, VIEWS, Comparison, compare
 from ..errors import InputError
-from .common import export_frame, export_text, friendly, progress_callback
+from .common import as_int, export_frame, export_text, friendly, progress_callback, require
 
 INTRO = """Pick two to four models — the default model, checkpoints written by the trainers
 (`ckpt:NAME`), local folders or hub names — and one analysis. Each model runs it with the same
@@ -32,7 +32,7 @@ def _langs(text: str) -> list[str]:
 
 def params_for(view: str, task: str, lang: str, second_lang: str, n_items: float) -> dict:
     """Map the form's few shared fields onto each analysis' parameters."""
-    n = int(n_items)
+    n = as_int(n_items, "The number of items")
     if n < 1:
         raise InputError("The number of items must be at least 1.")
     if view == "pivot":
@@ -60,8 +60,7 @@ def run_compare(models: list[str], extra: str, view: str, task: str, lang: str, 
 
 @friendly
 def export_compare(comp) -> list[str]:
-    if comp is None:
-        raise InputError("Run a comparison first.")
+    require(comp, Comparison, "Run a comparison first.")
     return [export_text(comp.to_html(), "comparison", "html"), export_frame(comp.to_frame(), "comparison", "csv"),
             export_frame(comp.difference(), "comparison-difference", "csv")]
 

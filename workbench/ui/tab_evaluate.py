@@ -7,7 +7,6 @@ same functions a notebook calls and lay out the results.
 
 from __future__ import annotations
 
-import math
 
 import gradio as gr
 import pandas as pd
@@ -18,7 +17,7 @@ from workbench.errors import InputError
 from workbench.evals.harness import METRIC_LABELS, MODES, EvalResult, evaluate
 from workbench.evals.mcms import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PIPELINES, PIPELINE_NAMES, MCMSResult, run_mcms
 
-from .common import demo_mode, export_frame, export_json, friendly, progress_callback
+from .common import as_int, demo_mode, export_frame, export_json, friendly, progress_callback, require
 
 DEMO_MAX_ITEMS = 20
 DEMO_MAX_EVENTS = 2
@@ -58,12 +57,10 @@ def _items_per_language(n) -> int | None:
     """Empty means all items; anything else must be a whole number (the API checks it is >= 1)."""
     if n is None or (isinstance(n, str) and not n.strip()):
         return None
-    value = float(n)
-    if not math.isfinite(value) or value != int(value):
-        raise InputError(f"The number of items must be a whole number, got {n!r}.")
+    value = as_int(n, "The number of items")
     if demo_mode() and (value < 1 or value > DEMO_MAX_ITEMS):
         raise InputError(f"The demo runs 1 to {DEMO_MAX_ITEMS} items per language.")
-    return int(value)
+    return value
 
 
 def _eval_status(result: EvalResult) -> str:
@@ -101,8 +98,7 @@ def run_eval(spec: str, task: str, langs: list[str], n, mode: str, progress=gr.P
 @friendly
 def export_eval(result: EvalResult | None, kind: str) -> list[str]:
     """CSV: per-language scores and per-item rows; JSON: both in one file."""
-    if result is None:
-        raise InputError("Run an evaluation first.")
+    require(result, EvalResult, "Run an evaluation first.")
     stem = f"eval-{result.task}"
     if kind == "json":
         return [export_json({"spec": result.spec, "task": result.task, "mode": result.mode,
@@ -126,14 +122,13 @@ def run_globesumm(spec: str, pipelines: list[str], n_events, upload, max_new_tok
     """MCMS: status, per-(pipeline, metric) table, figure, per-summary table, event and pipeline
     pickers, result."""
     events = load_events(_upload_path(upload))
-    count = len(events) if n_events is None else int(n_events)
+    count = len(events) if n_events is None else as_int(n_events, "Events")
     if count < 1:
         raise InputError("Summarize at least one event.")
     if demo_mode() and count > DEMO_MAX_EVENTS:
         raise InputError(f"The demo summarizes at most {DEMO_MAX_EVENTS} events.")
-    if max_new_tokens is None or float(max_new_tokens) != int(max_new_tokens):
-        raise InputError("The number of new tokens must be a whole number.")
-    result = run_mcms(spec, events[:count], pipelines or [], max_new_tokens=int(max_new_tokens),
+    new_tokens = as_int(max_new_tokens, "The number of new tokens")
+    result = run_mcms(spec, events[:count], pipelines or [], max_new_tokens=new_tokens,
                       chat=bool(chat), progress=progress_callback(progress))
     table = result.summary_frame()
     table.insert(1, "pipeline name", table["pipeline"].map(PIPELINE_NAMES))
@@ -152,6 +147,7 @@ def show_summary(result: MCMSResult | None, event: str, pipeline: str) -> tuple[
     """The reference summary and one pipeline's summary of an event, side by side."""
     if result is None or not event:
         return "", ""
+    require(result, MCMSResult, "Run GlobeSumm first.")
     texts = result.summaries(event)
     if pipeline not in texts:
         raise InputError(f"Pipeline {pipeline!r} was not run; this result has {', '.join(result.pipelines)}.")
@@ -160,8 +156,7 @@ def show_summary(result: MCMSResult | None, event: str, pipeline: str) -> tuple[
 
 @friendly
 def export_globesumm(result: MCMSResult | None, kind: str) -> list[str]:
-    if result is None:
-        raise InputError("Run GlobeSumm first.")
+    require(result, MCMSResult, "Run GlobeSumm first.")
     if kind == "json":
         return [export_json({"spec": result.spec, "summary": result.summary_frame().to_dict(orient="records"),
                              "rows": result.rows}, "globesumm")]

@@ -10,7 +10,7 @@ from .. import load
 from ..datasets.faithfulness import load_faithfulness
 from ..errors import InputError
 from ..evals.faithfulness_eval import answer, highlight
-from .common import friendly
+from .common import as_int, as_number, friendly
 
 INTRO = """RHIO (Retrieval Head-Induced Optimization) trains a model on faithful answers under a
 `[POS]` token and on answers produced with its retrieval heads masked under `[NEG]`; decoding then
@@ -46,11 +46,12 @@ def show_item(item_id: str) -> str:
 def compare_answers(base_spec: str, rhio_spec: str, item_id: str, alpha: float, max_new_tokens: float,
                     progress=gr.Progress()) -> tuple[str, str, str]:
     it = _item(item_id)
-    if not rhio_spec.strip():
+    if not isinstance(rhio_spec, str) or not rhio_spec.strip():
         raise InputError("Give the RHIO model (e.g. ckpt:rhio) — train one from the Train tab with method rhio.")
+    alpha = as_number(alpha, "The contrast strength a")
     if alpha < 0:
         raise InputError("alpha must be >= 0.")
-    n = int(max_new_tokens)
+    n = as_int(max_new_tokens, "New tokens", 1)
     base = load(base_spec)
     progress(0.1, desc="base model")
     a = answer(base, it, "plain", max_new_tokens=n)

@@ -19,7 +19,7 @@ from workbench import load, ops
 from workbench.datasets import lexicon
 from workbench.errors import InputError
 
-from .common import demo_mode, export_frame, export_json, friendly, progress_callback
+from .common import as_int, demo_mode, export_frame, export_json, friendly, progress_callback, require
 
 SOURCES = {
     "Concept list (committed)": "concepts",
@@ -82,7 +82,7 @@ def cloze_table(source: str, upload, lang: str) -> pd.DataFrame:
 
 
 def _sample(frame: pd.DataFrame, max_items, seed: int) -> pd.DataFrame:
-    n = int(max_items)
+    n = as_int(max_items, "Max items")
     if n < 1:
         raise InputError("Use at least one item.")
     if demo_mode() and n > DEMO_MAX_ITEMS:
@@ -105,7 +105,7 @@ def run_pivot(spec: str, source: str, upload, task: str, src_lang: str, tgt_lang
     """Pivot curves; returns status, figure, dropped items, per-item table and the result (for export)."""
     tgt = _code(tgt_lang, "target")
     src = _code(src_lang, "source") if task == "translation" else tgt
-    k, seed = int(k_shot), int(seed)
+    k, seed = as_int(k_shot, "Examples per prompt (k)", 0), as_int(seed, "Seed", 0)
     if demo_mode() and k > DEMO_MAX_SHOTS:
         raise InputError(f"The demo uses at most {DEMO_MAX_SHOTS} examples per prompt.")
     if task == "cloze":
@@ -123,8 +123,7 @@ def run_pivot(spec: str, source: str, upload, task: str, src_lang: str, tgt_lang
 @friendly
 def export_pivot(result: lens.PivotResult | None, kind: str) -> list[str]:
     """CSV: the per-layer summary and the per-item table; JSON: everything in one file."""
-    if result is None:
-        raise InputError("Run the pivot lens first.")
+    require(result, lens.PivotResult, "Run the pivot lens first.")
     stem = f"pivot-{result.task}-{result.src_lang}-{result.tgt_lang}"
     if kind == "json":
         return [export_json(result.to_json(), stem)]
@@ -138,7 +137,7 @@ def run_grid(spec: str, prompt: str, top_k: float):
     handle = load(spec)
     if demo_mode() and ops.as_ids(handle, prompt).shape[-1] > 128:
         raise InputError("The demo shows prompts of at most 128 tokens.")
-    grid = lens.logit_lens_grid(handle, prompt, top_k=int(top_k))
+    grid = lens.logit_lens_grid(handle, prompt, top_k=as_int(top_k, "Top-k", 1))
     return grid.figure(), export_frame(grid.to_frame(), "logit-lens-grid", "csv")
 
 
@@ -156,8 +155,9 @@ def run_map(spec: str, source: str, upload, languages: str, template: str, max_i
             layer: float, progress=gr.Progress()):
     """Representation map: scatter at `layer`, merge scores per layer, slider range and the result."""
     langs = _languages(languages)
+    layer = as_int(layer, "Layer", 0)
     template = template or "{word}"
-    if "{word}" not in template:
+    if not isinstance(template, str) or "{word}" not in template:
         raise InputError("The prompt template must contain {word}.")
     table = word_table(source, upload, langs)
     missing = [c for c in langs if c not in table.columns]
@@ -166,7 +166,7 @@ def run_map(spec: str, source: str, upload, languages: str, template: str, max_i
     table = _sample(table[langs].replace("", pd.NA).dropna(), max_items, 0)
     prompts = {lang: [template.replace("{word}", str(w)) for w in table[lang]] for lang in langs}
     result = rep.representation_map(load(spec), prompts, method=method, progress=progress_callback(progress))
-    layer = min(int(layer), result.n_layers - 1)
+    layer = min(layer, result.n_layers - 1)
     slider = gr.update(maximum=result.n_layers - 1, value=layer)
     return result.figure(layer), result.scores_figure(), slider, result
 
@@ -175,19 +175,19 @@ def run_map(spec: str, source: str, upload, languages: str, template: str, max_i
 def replot_map(result: rep.RepresentationResult | None, layer: float, method: str):
     """Re-project the stored residuals (no model run) for another layer or method; a slider moved
     before any map exists does nothing."""
-    if result is None:
+    if not isinstance(result, rep.RepresentationResult):
         return gr.update(), None
     if method != result.method:
         result = replace(result, method=method)
-    return result.figure(int(layer)), result
+    return result.figure(as_int(layer, "Layer", 0)), result
 
 
 @friendly
 def export_map(result: rep.RepresentationResult | None, layer: float) -> list[str]:
-    if result is None:
-        raise InputError("Compute the representation map first.")
+    require(result, rep.RepresentationResult, "Compute the representation map first.")
+    layer = as_int(layer, "Layer", 0)
     return [export_frame(result.to_frame(), "representation-scores", "csv"),
-            export_frame(result.points_frame(int(layer)), f"representation-layer{int(layer)}", "csv")]
+            export_frame(result.points_frame(layer), f"representation-layer{layer}", "csv")]
 
 
 def build(model_spec: gr.Textbox) -> None:

@@ -11,7 +11,7 @@ from workbench import load
 from workbench.datasets import haystack
 from workbench.errors import InputError
 
-from .common import demo_mode, export_frame, export_json, friendly, progress_callback
+from .common import as_int, demo_mode, export_frame, export_json, friendly, progress_callback, require
 
 DEMO_MAX_TOKENS = 1024
 DEMO_MAX_TRIALS = 18
@@ -37,7 +37,7 @@ def _numbers(text: str, kind: type, what: str) -> list:
 def _grid(lengths: str, depths: str, n_needles, n_langs: int = 1) -> tuple[list[int], list[float], int]:
     sizes = _numbers(lengths, int, "context length")
     fractions = _numbers(depths, float, "depth")
-    n = int(n_needles)
+    n = as_int(n_needles, "Needles", 1)
     if demo_mode():
         if max(sizes) > DEMO_MAX_TOKENS:
             raise InputError(f"The demo reads at most {DEMO_MAX_TOKENS} context tokens.")
@@ -79,8 +79,7 @@ def run_compare(spec: str, langs: list[str], lengths: str, depths: str, n_needle
 @friendly
 def export_scores(result: retrieval.RetrievalResult | None, kind: str) -> str:
     """CSV: one row per head; JSON: settings, scores and every trial."""
-    if result is None:
-        raise InputError("Compute retrieval scores first.")
+    require(result, retrieval.RetrievalResult, "Compute retrieval scores first.")
     stem = f"retrieval-heads-{result.lang}"
     if kind == "json":
         return export_json(result.to_json(), stem)
@@ -91,15 +90,16 @@ def export_scores(result: retrieval.RetrievalResult | None, kind: str) -> str:
 def needle_prompt(spec: str, lang: str, length: float = 256) -> str:
     """A ready-made trial prompt (needle in the middle) for the masking playground."""
     handle = load(spec)
-    trial = retrieval.make_trials(handle, lang, [int(length)], [0.5], 1)[0]
+    trial = retrieval.make_trials(handle, lang, [as_int(length, "Context length", 1)], [0.5], 1)[0]
     return handle.decode(trial.prompt_ids)
 
 
 def _masked(spec: str, prompt: str, heads: list[tuple[int, int]], mode: str, max_new_tokens: float):
-    if not (prompt or "").strip():
+    if not isinstance(prompt, str) or not prompt.strip():
         raise InputError("Write a prompt (or fill in a needle-in-a-haystack prompt) first.")
     handle = load(spec)
-    gen = masking.generate_with_masked_heads(handle, prompt, heads, mode, int(max_new_tokens), stop_at_newline=True)
+    n = as_int(max_new_tokens, "Max new tokens", 1)
+    gen = masking.generate_with_masked_heads(handle, prompt, heads, mode, n, stop_at_newline=True)
     listed = ", ".join(f"{l}.{h}" for l, h in gen.heads)
     if gen.changed:
         note = f"Masking {listed} ({mode}) changed the answer from generated token {gen.first_difference} on."
@@ -121,9 +121,8 @@ def run_masking(spec: str, prompt: str, heads: str, mode: str, max_new_tokens: f
 def mask_top_k(spec: str, result: retrieval.RetrievalResult | None, k: float, prompt: str, mode: str,
                max_new_tokens: float):
     """Mask the k best retrieval heads of the last computed result (one click)."""
-    if result is None:
-        raise InputError("Compute retrieval scores first; the top heads come from that result.")
-    top = result.top(int(k))
+    require(result, retrieval.RetrievalResult, "Compute retrieval scores first; the top heads come from that result.")
+    top = result.top(as_int(k, "k", 1))
     if top.empty:
         raise InputError("The last result has no scored heads (no trial was kept).")
     heads = list(zip(top["layer"].tolist(), top["head"].tolist()))

@@ -12,7 +12,7 @@ import html
 import gradio as gr
 
 from ..errors import InputError
-from .common import demo_mode, friendly
+from .common import as_int, as_number, demo_mode, friendly
 
 DEMO_CHOICE = "Demo set (fr, de, zh, es)"
 UPLOAD_CHOICE = "Upload a JSONL file"
@@ -28,12 +28,6 @@ def base_choices(current: str | None = None) -> list[str]:
     choices = [c for c in (current, DEFAULT_MODEL) if c]
     choices += [c.spec for c in registry.list_checkpoints()]
     return list(dict.fromkeys(choices))
-
-
-def _number(value, name: str, kind: type):
-    if value is None or value == "":
-        raise InputError(f"{name} is required.")
-    return kind(value)
 
 
 def _languages(text: str) -> list[str] | None:
@@ -69,9 +63,10 @@ def start_training(method: str, base: str, model_spec: str, data_choice: str, up
     if running:
         raise InputError(f"Run {running[0]!r} is still training; cancel it or wait until it ends.")
     config = TrainConfig(method=method, base_model=spec, data=data, languages=_languages(languages),
-                         lr=_number(lr, "Learning rate", float), max_steps=_number(max_steps, "Steps", int),
-                         batch_size=int(batch_size), grad_accum=int(grad_accum), max_length=int(max_length),
-                         lora=bool(lora), lora_r=int(lora_r), lora_alpha=2 * int(lora_r), seed=_number(seed, "Seed", int),
+                         lr=as_number(lr, "Learning rate"), max_steps=as_int(max_steps, "Steps"),
+                         batch_size=as_int(batch_size, "Batch size"), grad_accum=as_int(grad_accum, "Gradient accumulation"),
+                         max_length=as_int(max_length, "Max tokens"), lora=bool(lora), lora_r=as_int(lora_r, "LoRA rank"),
+                         lora_alpha=2 * as_int(lora_r, "LoRA rank"), seed=as_int(seed, "Seed"),
                          output=(run_name or "").strip())
     if config.output and registry.latest(config.output):
         raise InputError(f"Run {config.output!r} already has checkpoints; choose another run name.")

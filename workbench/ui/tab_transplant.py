@@ -16,7 +16,7 @@ from workbench import load
 from workbench.datasets.tasks import get_task, list_tasks, load_task
 from workbench.errors import InputError
 
-from .common import demo_mode, export_frame, export_json, friendly, progress_callback
+from .common import as_int, demo_mode, export_frame, export_json, friendly, progress_callback
 
 DEMO_MAX_ITEMS = 12
 DEMO_MAX_PAIRS = 81
@@ -104,10 +104,12 @@ def run_grids(spec: str, task: str, langs: list[str], direction: str, site: str,
     (kept in the session) and the language picker."""
     if not langs:
         raise InputError("Choose at least one language.")
-    n = int(max_items)
+    n = as_int(max_items, "Items per language")
     if n < 2:
         raise InputError("Use at least two items (the control borrows another item's prompt; "
                          "the strategy needs a split).")
+    target = as_int(target_layer, "Target layer", 0) if mode == "targetfirst" else None
+    new_tokens = as_int(max_new_tokens, "Max new tokens", 1)
     handle = load(spec)
     chosen = parse_layers(layers, handle.n_layers)
     n_src = len(chosen) if chosen is not None else handle.n_layers
@@ -120,9 +122,9 @@ def run_grids(spec: str, task: str, langs: list[str], direction: str, site: str,
     for k, lang in enumerate(langs):
         items = load_task(task, lang)[:n]
         grids[lang] = xt.transplant_grid(
-            handle, items, site=site, mode=mode, target_layer=int(target_layer) if mode == "targetfirst" else None,
+            handle, items, site=site, mode=mode, target_layer=target,
             control=bool(control), scoring=scoring, direction=None if direction == TASK_DEFAULT else direction,
-            sources=chosen, targets=chosen if mode == "overall" else None, max_new_tokens=int(max_new_tokens),
+            sources=chosen, targets=chosen if mode == "overall" else None, max_new_tokens=new_tokens,
             progress=lambda f, msg, k=k, lang=lang: report((k + f) / len(langs), f"{lang}: {msg}"))
     strategy, bound = _tables(grids, n_sample, seed)
     first = next(iter(grids.values()))
@@ -132,24 +134,30 @@ def run_grids(spec: str, task: str, langs: list[str], direction: str, site: str,
 
 def _tables(grids: dict[str, xt.TransplantGrid], n_sample: float, seed: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     smallest = min(g.n_items for g in grids.values())
-    k = int(n_sample) if n_sample else smallest // 2
+    k = as_int(n_sample, "Strategy sample size") if n_sample else smallest // 2
     if not 0 < k < smallest:
         raise InputError(f"The sample split must hold between 1 and {smallest - 1} items (of {smallest}).")
-    return (xt.scaling_strategy(grids, n_sample=k, seed=int(seed)).round(3),
+    return (xt.scaling_strategy(grids, n_sample=k, seed=as_int(seed, "Split seed", 0)).round(3),
             xt.upper_bound(grids).round(3))
 
 
-def _grid(grids: dict[str, xt.TransplantGrid] | None, lang: str) -> xt.TransplantGrid:
-    if not grids:
+def _grids(grids) -> dict[str, xt.TransplantGrid]:
+    """The grids kept in the page's state; anything else means the grid has not run."""
+    if not grids or not isinstance(grids, dict) or not all(isinstance(g, xt.TransplantGrid) for g in grids.values()):
         raise InputError("Run the grid first.")
-    if lang not in grids:
+    return grids
+
+
+def _grid(grids: dict[str, xt.TransplantGrid] | None, lang: str) -> xt.TransplantGrid:
+    grids = _grids(grids)
+    if not isinstance(lang, str) or lang not in grids:
         raise InputError(f"No grid for {lang!r}; computed: {', '.join(grids)}.")
     return grids[lang]
 
 
 @friendly
 def show_heatmap(grids: dict[str, xt.TransplantGrid] | None, lang: str, metric: str):
-    return _grid(grids, lang).figure("delta_p" if metric.startswith("change") else "accuracy")
+    return _grid(grids, lang).figure("delta_p" if str(metric or "").startswith("change") else "accuracy")
 
 
 @friendly
@@ -158,13 +166,14 @@ def show_cell(spec: str, grids: dict[str, xt.TransplantGrid] | None, lang: str, 
     """Per item outputs of one pair: baseline, transplanted and control side by side. Grids scored
     by probability hold no outputs, so the cell is generated now (one small grid)."""
     grid = _grid(grids, lang)
-    s, t = int(source), int(target)
+    s, t = as_int(source, "Source layer", 0), as_int(target, "Target layer", 0)
+    new_tokens = as_int(max_new_tokens, "Max new tokens", 1)
     stored = grid.cell(s, t)  # a clear error for a pair outside the grid
     note = f"Pair {s}->{t} of {lang}."
     if grid.texts is None:
         cell_grid = xt.transplant_grid(load(spec), grid_items(grid, lang), site=grid.site, control=grid.has_control,
                                        scoring="generation", direction=grid.direction, sources=[s], targets=[t],
-                                       max_new_tokens=int(max_new_tokens))
+                                       max_new_tokens=new_tokens)
         note += (" The grid ranked options by probability; these greedy outputs were generated now and "
                  "scored with the task's scorer.")
         return note, cell_grid.cell(s, t)
@@ -180,8 +189,7 @@ def grid_items(grid: xt.TransplantGrid, lang: str):
 @friendly
 def export_grids(grids: dict[str, xt.TransplantGrid] | None, kind: str, n_sample: float, seed: float) -> list[str]:
     """CSV: every cell of every language, the strategy and the upper-bound tables; JSON: all in one."""
-    if not grids:
-        raise InputError("Run the grid first.")
+    grids = _grids(grids)
     cells = pd.concat([g.to_frame() for g in grids.values()], ignore_index=True)
     strategy, bound = _tables(grids, n_sample, seed)
     first = next(iter(grids.values()))

@@ -9,10 +9,12 @@ pre-trained (real) entities. Single unlearning runs are launched from the Train 
 
 from __future__ import annotations
 
+import shutil
+
 import gradio as gr
 
 from ..errors import InputError
-from .common import export_copy, export_frame, friendly
+from .common import as_int, export_copy, export_frame, friendly
 
 INTRO = (
     "Entity-level unlearning: a model first learns invented entities (injection), then each method "
@@ -39,7 +41,7 @@ def show_results(name: str):
     """(table, scatter, comparison table, comparison plot, real-entity check, notes, CSV export)."""
     from trainers.unlearning_results import UnlearningResults
 
-    if not (name or "").strip():
+    if not isinstance(name, str) or not name.strip():
         raise InputError("Choose a saved unlearning run (run `workbench unlearn` first if the list is empty).")
     results = UnlearningResults.load(name.strip())
     table = results.table[[c for c in SUMMARY_COLUMNS if c in results.table]].round(4)
@@ -56,12 +58,22 @@ def show_results(name: str):
 def prepare_training_data(entities: float, forget_entities: float, seed: float):
     """Write inject / retain / unlearn JSONL files for the Train tab; returns (files, message)."""
     from trainers.unlearning_pipeline import UnlearningPipelineConfig, prepare_data
-    from trainers.unlearning_results import results_dir
+    from trainers.unlearning_results import results_dir, results_root
 
-    config = UnlearningPipelineConfig(name="data", entities=int(entities), forget_entities=int(forget_entities),
-                                      seed=int(seed))
-    folder = results_dir(f"data-{config.entities}-{config.forget_entities}-{config.seed}")
-    splits, inject, retain, unlearn = prepare_data(config, folder)
+    from ..paths import safe_child
+
+    config = UnlearningPipelineConfig(name="data", entities=as_int(entities, "Invented entities"),
+                                      forget_entities=as_int(forget_entities, "Entities to forget"),
+                                      seed=as_int(seed, "Seed"))
+    name = f"data-{config.entities}-{config.forget_entities}-{config.seed}"
+    existed = safe_child(results_root(), name).exists()
+    folder = results_dir(name)
+    try:
+        splits, inject, retain, unlearn = prepare_data(config, folder)
+    except BaseException:
+        if not existed:  # a refused request leaves nothing behind
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     message = (f"{len(splits.forget)} forget, {len(splits.target)} target and {len(splits.retain)} retain QA pairs "
                f"about {config.entities} invented entities. In the Train tab: method `sft` on `{inject.name}` "
                f"injects them; then any `unlearn-*` method on `{unlearn.name}` from that checkpoint unlearns "
