@@ -133,8 +133,13 @@ def resolve_spec(spec: str, progress: Progress | None = None) -> ResolvedSpec:
         path = Path(spec).expanduser()
     except RuntimeError:  # "~name" of a user that does not exist
         raise ModelLoadError(f"Model folder {spec} does not exist (no user {spec.split('/')[0][1:]!r}).") from None
-    if path.exists() or spec.startswith((".", "/", "~")) or os.sep in spec and spec.count("/") > 1:
-        if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise ModelLoadError(f"{spec[:60]!r}{'...' if len(spec) > 60 else ''} is not a model folder, a checkpoint "
+                             f"or a hub name ({exc.strerror}).") from None
+    if exists or spec.startswith((".", "/", "~")) or os.sep in spec and spec.count("/") > 1:
+        if not exists:
             raise ModelLoadError(f"Model folder {spec} does not exist.")
         if not path.is_dir():
             raise ModelLoadError(f"{spec} is a file, not a model folder. Give the folder that holds config.json and *.safetensors.")

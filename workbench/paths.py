@@ -80,6 +80,8 @@ def safe_child(root: Path, name: str) -> Path:
     """`root / name`, refusing names that would escape `root` (`..`, absolute paths, separators)."""
     if not name or name in {".", ".."} or "/" in name or "\\" in name or "\x00" in name:
         raise WorkbenchError(f"Invalid name {name!r}: use letters, digits, '-', '_' and '.' only.")
+    if len(name.encode("utf-8", "surrogatepass")) > 255:
+        raise WorkbenchError(f"Invalid name {name[:40]!r}...: names are at most 255 bytes long.")
     child = (Path(root) / name).resolve()
     if child.parent != Path(root).resolve():
         raise WorkbenchError(f"Invalid name {name!r}: it would leave {root}.")
