@@ -156,6 +156,8 @@ def contrastive_generate(handle: ModelHandle, prompt: str, alpha: float = 1.0, p
     if len(rows[0]) != len(rows[1]):
         raise InputError("[POS] and [NEG] prompts tokenize to different lengths.")
     ids = ops.as_ids(handle, torch.tensor(rows))
+    if max_new_tokens >= 1:
+        max_new_tokens = ops.fit_new_tokens(handle, ids.shape[-1], max_new_tokens)
     stops = ops._stop_ids(handle, stop_at_newline=False)
     new: list[int] = []
     with handle.lock:

@@ -182,6 +182,12 @@ def _stop_ids(handle: ModelHandle, stop_at_newline: bool) -> frozenset[int]:
 
 
 @torch.no_grad()
+def fit_new_tokens(handle: ModelHandle, prompt_tokens: int, max_new_tokens: int) -> int:
+    """`max_new_tokens`, lowered so that decoding stops when the context window is full (beyond
+    it, learned positions run out and rotary ones extrapolate; a huge request would never end)."""
+    return max(1, min(int(max_new_tokens), handle.facts.n_ctx - prompt_tokens + 1))
+
+
 def generate_greedy(handle: ModelHandle, prompt: str | Sequence[int] | torch.Tensor, max_new_tokens: int = 20,
                     fwd_hooks: Iterable[Hook] = (), prefill_hooks: Iterable[Hook] = (),
                     stop_at_newline: bool = False, keep_logits: bool = False,
@@ -190,12 +196,14 @@ def generate_greedy(handle: ModelHandle, prompt: str | Sequence[int] | torch.Ten
 
     `fwd_hooks` are active for the prefill and every decode step; `prefill_hooks` only while the
     prompt is processed (what XTransplant and CC-Tuning inference need). A batch of identical-length
-    prompts decodes together; each row stops at EOS (or a newline token when asked).
+    prompts decodes together; each row stops at EOS (or a newline token when asked), or when the
+    context window is full.
     `on_step(step, next_ids)` is called after each token is chosen (step 0 = first new token).
     """
     if max_new_tokens < 1:
         raise InputError("max_new_tokens must be at least 1.")
     ids = as_ids(handle, prompt)
+    max_new_tokens = fit_new_tokens(handle, ids.shape[-1], max_new_tokens)
     stops = _stop_ids(handle, stop_at_newline)
     batch = ids.shape[0]
     done = torch.zeros(batch, dtype=torch.bool, device=ids.device)
