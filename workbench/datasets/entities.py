@@ -307,12 +307,17 @@ def entity_qa_pairs(entity: Entity, lang: str = "en") -> tuple[QAPair, ...]:
     return tuple(pairs)
 
 
+MAX_ENTITIES = 5000  # far more than an unlearning study uses; the name pieces run out well beyond
+
+
 def generate_entities(
     n: int, seed: int, kinds: Sequence[str] = KINDS, lang: str = "en"
 ) -> list[Entity]:
     """``n`` invented entities, cycling through ``kinds``, each with its QA pairs in ``lang``."""
     if n < 1:
         raise InputError(f"Ask for at least one entity (got n={n}).")
+    if n > MAX_ENTITIES:
+        raise InputError(f"Ask for at most {MAX_ENTITIES} invented entities (got n={n}).")
     if not kinds or any(kind not in KINDS for kind in kinds):
         raise InputError(f"Entity kinds must be a non-empty selection of {', '.join(KINDS)} (got {list(kinds)}).")
     _check_lang(lang)
