@@ -39,7 +39,7 @@ from workbench.ui.common import friendly
 REPO = Path(__file__).resolve().parents[1]
 TAB_MODULES = sorted(p.stem for p in (REPO / "workbench" / "ui").glob("tab_*.py"))
 _FRIENDLY_CODE = friendly(lambda: None).__code__
-MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "15"))
+MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
 FUZZ = settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, print_blob=True,
                 phases=[Phase.explicit, Phase.generate] + ([] if os.environ.get("FUZZ_NO_SHRINK") else [Phase.shrink]),
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
