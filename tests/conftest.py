@@ -7,8 +7,15 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 from workbench.tiny import ARCHITECTURES, build_tiny_model  # noqa: E402
+
+# Property tests draw the same examples on every run by default, so CI is reproducible;
+# HYPOTHESIS_PROFILE=explore draws new ones each run, for hunting bugs locally.
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture(scope="session")
