@@ -220,7 +220,7 @@ class RetrievalResult:
             "layer": np.repeat(np.arange(n_layers), n_heads),
             "head": np.tile(np.arange(n_heads), n_layers),
             "layer_type": np.repeat([_short_type(t) for t in self.layer_types], n_heads),
-            "score": self.scores.reshape(-1),
+            "score": self.scores.reshape(-1).astype(np.float64),  # float32 would print as 0.10939999669
         })
         frame["retrieval_head"] = frame["score"] > self.threshold
         return frame.sort_values(["score", "layer", "head"], ascending=[False, True, True],
