@@ -344,11 +344,10 @@ def test_faithfulness_tab(page, rhio_folder):
 
     set_value(page, "#faith-rhio", str(rhio_folder))
     click(page, "#faith-run")
-    # wait until all three are done (no progress bar, text filled in) or an error toast shows
-    page.wait_for_function("sels => document.querySelector('[data-testid=toast-text]') || sels.every(sel => { "
-                           "const e = document.querySelector(sel); "
-                           "const t = e.querySelector('[data-testid=status-tracker]'); "
-                           "return t && t.classList.contains('hide') && e.innerText.trim().length > 0; })",
+    # wait until all three show a finished answer ("support x.xx" first, not progress text such as
+    # "0.1s base model - 10.0%", which also fills the element between updates) or an error toast
+    page.wait_for_function(r"sels => document.querySelector('[data-testid=toast-text]') || sels.every(sel => "
+                           r"/^support \d\.\d\d\n/.test(document.querySelector(sel).innerText.trimStart()))",
                            arg=["#faith-base", "#faith-pos", "#faith-cd"], timeout=MODEL_TIMEOUT)
     assert page.locator("[data-testid=toast-text]").all_inner_texts() == []
     for selector in ("#faith-base", "#faith-pos", "#faith-cd"):
