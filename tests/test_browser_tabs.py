@@ -87,8 +87,11 @@ def expect_error(page, text: str, timeout: int = MODEL_TIMEOUT) -> str:
 
 
 def close_toasts(page) -> None:
+    """Close every toast and wait until they are gone (they fade out), so a later wait for "an
+    error toast or a result" does not see an old one."""
     for button in page.locator("[data-testid=toast-close]").all():
         button.click()
+    page.wait_for_function("() => !document.querySelector('[data-testid=toast-text]')", timeout=UI_TIMEOUT)
 
 
 def plot_traces(page, selector: str) -> list[dict]:
