@@ -24,9 +24,15 @@ IMG = DOCS / "img"
 
 
 def _png(fig, name: str, width: int = 1100, height: int = 520) -> None:
-    """Plotly figure to PNG (needs kaleido, which only these figure scripts use)."""
+    """Plotly figure to PNG when kaleido is installed (`pip install kaleido`; only these figure
+    scripts use it), otherwise to an interactive HTML file of the same name."""
     IMG.mkdir(parents=True, exist_ok=True)
-    fig.write_image(str(IMG / name), width=width, height=height, scale=1)
+    try:
+        fig.write_image(str(IMG / name), width=width, height=height, scale=1)
+    except (ImportError, ValueError, RuntimeError) as exc:
+        html = (IMG / name).with_suffix(".html")
+        fig.write_html(str(html), include_plotlyjs="cdn")
+        print(f"no PNG ({type(exc).__name__}: {exc}); wrote {html} instead")
 
 
 def retrieval() -> None:
