@@ -102,8 +102,8 @@ class RepresentationResult:
                                                                               "x": False, "y": False})
         fig.update_traces(marker=dict(size=8, opacity=0.8))
         fig.update_layout(
-            title=(f"{self.model}, layer {layer} ({self.method.upper()}): language silhouette "
-                   f"{score.language_silhouette:.2f}, cross-lingual retrieval {score.retrieval_accuracy:.0%}"),
+            title=(f"{self.model}, layer {layer} ({self.method.upper()})<br><sup>language silhouette "
+                   f"{score.language_silhouette:.2f}, cross-lingual retrieval {score.retrieval_accuracy:.0%}</sup>"),
             template="plotly_white", height=520, xaxis_title=f"{self.method} 1", yaxis_title=f"{self.method} 2")
         return fig
 
