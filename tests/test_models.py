@@ -46,6 +46,14 @@ def test_greedy_matches_hf_generate(tiny_handle):
     assert gen.new_ids[0] == ref_new
 
 
+def test_generation_builds_no_autograd_graph(tiny_gemma):
+    """Generation is inference: no graph may grow along the KV cache, step after step."""
+    grad_on = []
+    ops.generate_greedy(tiny_gemma, PROMPT, max_new_tokens=3,
+                        on_step=lambda step, nxt: grad_on.append(torch.is_grad_enabled()))
+    assert grad_on and not any(grad_on)
+
+
 def test_lens_last_layer_is_final_logits(tiny_handle):
     ids = ops.as_ids(tiny_handle, PROMPT)
     resid = ops.residual_stream(tiny_handle, ids)

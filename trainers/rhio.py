@@ -149,6 +149,8 @@ def contrastive_generate(handle: ModelHandle, prompt: str, alpha: float = 1.0, p
     alpha = 0 is plain greedy decoding under [POS]."""
     if alpha < 0:
         raise InputError("alpha must be >= 0.")
+    if max_new_tokens < 1:
+        raise InputError("max_new_tokens must be at least 1.")
     if plausibility is not None and not 0 <= plausibility <= 1:
         raise InputError("The plausibility cut-off must be between 0 and 1.")
     control_ids(handle.tokenizer)
@@ -156,8 +158,7 @@ def contrastive_generate(handle: ModelHandle, prompt: str, alpha: float = 1.0, p
     if len(rows[0]) != len(rows[1]):
         raise InputError("[POS] and [NEG] prompts tokenize to different lengths.")
     ids = ops.as_ids(handle, torch.tensor(rows))
-    if max_new_tokens >= 1:
-        max_new_tokens = ops.fit_new_tokens(handle, ids.shape[-1], max_new_tokens)
+    max_new_tokens = ops.fit_new_tokens(handle, ids.shape[-1], max_new_tokens)
     stops = ops._stop_ids(handle, stop_at_newline=False)
     new: list[int] = []
     with handle.lock:

@@ -1,5 +1,7 @@
 """User-facing errors: their message is shown as-is in the UI, the CLI and notebooks."""
 
+import errno
+
 
 class WorkbenchError(ValueError):
     """A problem the user can fix (bad input, missing file, unknown model); never a bug."""
@@ -20,8 +22,6 @@ _NOT_WRITABLE = {"EACCES", "EROFS", "EPERM"}
 def storage_message(exc: BaseException) -> str | None:
     """A readable sentence for a failed write (full disk, quota, size limit, read-only folder), or
     None when `exc` is not such a failure. Writes are atomic, so nothing half-written stays behind."""
-    import errno
-
     name = errno.errorcode.get(getattr(exc, "errno", None) or -1, "")
     where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
     if name in _DISK_FULL:

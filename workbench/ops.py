@@ -181,13 +181,13 @@ def _stop_ids(handle: ModelHandle, stop_at_newline: bool) -> frozenset[int]:
     return _STOP_IDS[key]
 
 
-@torch.no_grad()
 def fit_new_tokens(handle: ModelHandle, prompt_tokens: int, max_new_tokens: int) -> int:
     """`max_new_tokens`, lowered so that decoding stops when the context window is full (beyond
     it, learned positions run out and rotary ones extrapolate; a huge request would never end)."""
     return max(1, min(int(max_new_tokens), handle.facts.n_ctx - prompt_tokens + 1))
 
 
+@torch.no_grad()
 def generate_greedy(handle: ModelHandle, prompt: str | Sequence[int] | torch.Tensor, max_new_tokens: int = 20,
                     fwd_hooks: Iterable[Hook] = (), prefill_hooks: Iterable[Hook] = (),
                     stop_at_newline: bool = False, keep_logits: bool = False,

@@ -62,11 +62,12 @@ def start_training(method: str, base: str, model_spec: str, data_choice: str, up
     running = [run for run, job in JOBS.items() if job.running]
     if running:
         raise InputError(f"Run {running[0]!r} is still training; cancel it or wait until it ends.")
+    rank = as_int(lora_r, "LoRA rank")
     config = TrainConfig(method=method, base_model=spec, data=data, languages=_languages(languages),
                          lr=as_number(lr, "Learning rate"), max_steps=as_int(max_steps, "Steps"),
                          batch_size=as_int(batch_size, "Batch size"), grad_accum=as_int(grad_accum, "Gradient accumulation"),
-                         max_length=as_int(max_length, "Max tokens"), lora=bool(lora), lora_r=as_int(lora_r, "LoRA rank"),
-                         lora_alpha=2 * as_int(lora_r, "LoRA rank"), seed=as_int(seed, "Seed"),
+                         max_length=as_int(max_length, "Max tokens"), lora=bool(lora), lora_r=rank,
+                         lora_alpha=2 * rank, seed=as_int(seed, "Seed"),
                          output=(run_name or "").strip())
     if config.output and registry.latest(config.output):
         raise InputError(f"Run {config.output!r} already has checkpoints; choose another run name.")

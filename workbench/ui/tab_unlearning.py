@@ -9,8 +9,6 @@ pre-trained (real) entities. Single unlearning runs are launched from the Train 
 
 from __future__ import annotations
 
-import shutil
-
 import gradio as gr
 
 from ..errors import InputError
@@ -58,22 +56,17 @@ def show_results(name: str):
 def prepare_training_data(entities: float, forget_entities: float, seed: float):
     """Write inject / retain / unlearn JSONL files for the Train tab; returns (files, message)."""
     from trainers.unlearning_pipeline import UnlearningPipelineConfig, prepare_data
-    from trainers.unlearning_results import results_dir, results_root
+    from trainers.unlearning_results import results_root
 
     from ..paths import safe_child
 
     config = UnlearningPipelineConfig(name="data", entities=as_int(entities, "Invented entities"),
                                       forget_entities=as_int(forget_entities, "Entities to forget"),
                                       seed=as_int(seed, "Seed"))
-    name = f"data-{config.entities}-{config.forget_entities}-{config.seed}"
-    existed = safe_child(results_root(), name).exists()
-    folder = results_dir(name)
-    try:
-        splits, inject, retain, unlearn = prepare_data(config, folder)
-    except BaseException:
-        if not existed:  # a refused request leaves nothing behind
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
+    # prepare_data creates the folder only once the entities and splits are drawn, so a refused
+    # request leaves nothing behind
+    folder = safe_child(results_root(), f"data-{config.entities}-{config.forget_entities}-{config.seed}")
+    splits, inject, retain, unlearn = prepare_data(config, folder)
     message = (f"{len(splits.forget)} forget, {len(splits.target)} target and {len(splits.retain)} retain QA pairs "
                f"about {config.entities} invented entities. In the Train tab: method `sft` on `{inject.name}` "
                f"injects them; then any `unlearn-*` method on `{unlearn.name}` from that checkpoint unlearns "
