@@ -18,11 +18,11 @@ import pandas as pd  # noqa: E402
 
 import workbench  # noqa: E402
 from probes.retrieval import retrieval_scores  # noqa: E402
-from trainers import rhio  # noqa: E402
+from trainers.methods import rhio  # noqa: E402
 from trainers.config import TrainConfig  # noqa: E402
 from trainers.loop import train  # noqa: E402
 from workbench.datasets.faithfulness import load_faithfulness  # noqa: E402
-from workbench.evals.faithfulness_eval import evaluate_faithfulness  # noqa: E402
+from trainers.methods.rhio.evaluation import evaluate_faithfulness  # noqa: E402
 
 MAX_CHARS = 700  # documents per prompt, so training fits max_length 320
 

@@ -312,7 +312,7 @@ def rhio_folder(tiny_folders, tmp_path_factory):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trainers import rhio
+    from trainers.methods import rhio
 
     source = tiny_folders["gemma3"]
     tokenizer = AutoTokenizer.from_pretrained(source)
@@ -357,7 +357,7 @@ def test_faithfulness_tab(page, rhio_folder):
 @pytest.fixture()
 def saved_unlearning_run():
     """The committed results table (docs/unlearning_results.csv) saved as a pipeline run."""
-    from trainers.unlearning_results import UnlearningResults, results_root
+    from trainers.methods.unlearning.results import UnlearningResults, results_root
 
     table = pd.read_csv(REPO / "docs" / "unlearning_results.csv")
     name = f"browser-test-{uuid.uuid4().hex[:8]}"

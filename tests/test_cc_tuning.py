@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
 from trainers.config import TrainConfig
-from trainers.inference import CCTuningInference, cc_tuning_inference
-from trainers.methods.cc_tuning import (
+from trainers.methods.cc_tuning.inference import CCTuningInference, cc_tuning_inference
+from trainers.methods.cc_tuning.method import (
     DECISION_KEY,
     INJECT_HOOK,
     CCTuning,
@@ -21,7 +21,7 @@ from trainers.methods.cc_tuning import (
     injection_hook,
 )
 from trainers.model import load_for_training
-from trainers.transform_matrix import fit_transform
+from trainers.methods.cc_tuning.transform_matrix import fit_transform
 from workbench import ops
 from workbench.errors import InputError
 
@@ -258,7 +258,7 @@ def home(tmp_path, monkeypatch):
 def test_checkpoint_reloads_to_identical_generations(home, tiny_folders):
     import workbench
     from trainers.loop import train
-    from trainers.transform_matrix import TRANSFORM_FILE, transform_matrix
+    from trainers.methods.cc_tuning.transform_matrix import TRANSFORM_FILE, transform_matrix
     from workbench import registry
     from workbench.cli import main
     from workbench.models import MODELS
@@ -306,7 +306,7 @@ def test_checkpoint_reloads_to_identical_generations(home, tiny_folders):
 
 def test_clear_errors(home, tiny_folders):
     import workbench
-    from trainers.transform_matrix import transform_matrix
+    from trainers.methods.cc_tuning.transform_matrix import transform_matrix
 
     handle = workbench.load(str(tiny_folders["gemma3"]))
     with pytest.raises(InputError, match="not a checkpoint"):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench.datasets import entities as ent
-from workbench.datasets.entities import (
+from trainers.methods.unlearning import entities as ent
+from trainers.methods.unlearning.entities import (
     IDK_ANSWERS,
     LANGS,
     N_PERTURBED,
@@ -23,7 +23,7 @@ from workbench.datasets.entities import (
 from workbench.errors import InputError
 
 INVENTED = ("person", "sibling", "place", "organisation", "word")
-DATA = Path(ent.__file__).resolve().parent.parent / "data" / "entities"
+DATA = ent.DATA_DIR
 
 
 @pytest.fixture(scope="module")

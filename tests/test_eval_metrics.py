@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from rouge_score import rouge_scorer
 
-from workbench.datasets.globesumm import Conflict, load_events
+from workbench.evals.globesumm.data import Conflict, load_events
 from workbench.evals.bootstrap import bootstrap_ci
 from workbench.evals.rouge import UnknownLanguageError, rouge, token_unit, tokenize
-from workbench.evals.summarization import (
+from workbench.evals.globesumm.summarization import (
     conflict_handling,
     content_tokens,
     coverage,

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from workbench.datasets.globesumm import (
+from workbench.evals.globesumm.data import (
     PROTOCOL,
     GlobeSummError,
     load_events,
@@ -21,7 +21,7 @@ from workbench.datasets.globesumm import (
     summarize,
 )
 from workbench.evals.rouge import tokenize
-from workbench.evals.summarization import conflict_handling, coverage
+from workbench.evals.globesumm.summarization import conflict_handling, coverage
 
 # An official-format record: only GlobeSumm's own fields, event date as a number.
 OFFICIAL = {

@@ -11,12 +11,12 @@ from transformers import AutoTokenizer
 
 import workbench
 from workbench import ops
-from workbench.datasets.globesumm import GlobeSummError, parse_event, summarize
+from workbench.evals.globesumm.data import GlobeSummError, parse_event, summarize
 from workbench.errors import InputError
-from workbench.evals import mcms
+from workbench.evals.globesumm import mcms
 from workbench.evals.bootstrap import bootstrap_ci
-from workbench.evals.mcms import clean_output, run_mcms
-from workbench.evals.summarization import score_summary
+from workbench.evals.globesumm.mcms import clean_output, run_mcms
+from workbench.evals.globesumm.summarization import score_summary
 
 RECORD = {
     "id": "mill-fire", "date": 20240105, "description": "A fire at the old mill in Tarvin.",

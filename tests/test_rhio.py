@@ -7,7 +7,7 @@ import torch
 
 import workbench
 from probes.masking import generate_with_masked_heads
-from trainers import rhio
+from trainers.methods import rhio
 from workbench import ops
 from workbench.datasets.faithfulness import load_faithfulness
 from workbench.errors import InputError
@@ -106,7 +106,7 @@ def test_rhio_training_keeps_control_tokens_through_save_and_reload(prepared, ho
 
 def test_rhio_loss_is_both_cross_entropies(prepared):
     from trainers.config import TrainConfig
-    from trainers.methods.rhio import RHIO
+    from trainers.methods.rhio.method import RHIO
     from trainers.methods.sft import SFT
 
     rec = {"instruction": "Question: where?\nAnswer:", "output": "in the park", "negative": "in Paris"}
@@ -126,7 +126,7 @@ def test_faithfulness_view(prepared, tiny_folders):
     import gradio as gr
 
     from workbench.datasets.faithfulness import load_faithfulness
-    from workbench.evals.faithfulness_eval import evaluate_faithfulness, highlight
+    from trainers.methods.rhio.evaluation import evaluate_faithfulness, highlight
     from workbench.ui.tab_faithfulness import compare_answers, show_item
 
     item = load_faithfulness(langs=["en"])[0]

@@ -129,7 +129,7 @@ def test_task_files(tmp_path_factory, lines):
 @FAST
 @given(text=odd_text)
 def test_globesumm_files(tmp_path_factory, text):
-    from workbench.datasets.globesumm import load_events
+    from workbench.evals.globesumm.data import load_events
 
     path = tmp_path_factory.mktemp("gs") / "events.jsonl"
     path.write_text(text, encoding="utf-8")

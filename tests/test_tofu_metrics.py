@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import ks_2samp
 
 from workbench.errors import InputError
-from workbench.evals.tofu import (
+from trainers.methods.unlearning.tofu import (
     SetMetrics,
     UnlearningReport,
     answer_probability,

@@ -17,8 +17,8 @@ from probes.transplant import (
     transplant_grid,
     upper_bound,
 )
-from probes.transplant_cases import answer_for, make_case
-from probes.transplant_engine import prefix, run_rows
+from probes.transplant.cases import answer_for, make_case
+from probes.transplant.runs import prefix, run_rows
 from workbench import ops
 from workbench.datasets.tasks import load_task
 from workbench.errors import InputError

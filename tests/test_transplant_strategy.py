@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from probes.transplant_strategy import BestPair, any_pair_correct, best_pair, pair_accuracy
+from probes.transplant.strategy import BestPair, any_pair_correct, best_pair, pair_accuracy
 from workbench.errors import InputError
 
 

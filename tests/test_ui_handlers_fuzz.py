@@ -99,10 +99,10 @@ def _choices(ctx) -> dict[str, list]:
     """Valid values of named parameters: mixed in so the fuzzing gets past the first checks."""
     from probes import masking, representation as rep, transplant as xt
     from probes import pivot as lens
-    from probes.transplant_cases import DIRECTIONS
+    from probes.transplant.cases import DIRECTIONS
     from workbench.compare import VIEWS
     from workbench.datasets import haystack, lexicon
-    from workbench.datasets.globesumm import PIPELINES
+    from workbench.evals.globesumm.data import PIPELINES
     from workbench.datasets.tasks import list_tasks
     from workbench.evals.harness import MODES
     from workbench.ui import tab_faithfulness, tab_pivot, tab_transplant
@@ -240,8 +240,8 @@ def _short(value) -> str:
 @pytest.fixture(scope="module")
 def ctx(tiny_folders, tmp_path_factory):
     """Tiny models, a fresh WORKBENCH_HOME, a saved unlearning run and one real result of each kind."""
-    from trainers import rhio
-    from trainers.unlearning_results import UnlearningResults
+    from trainers.methods import rhio
+    from trainers.methods.unlearning.results import UnlearningResults
 
     root = tmp_path_factory.mktemp("fuzz")
     mp = pytest.MonkeyPatch()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trainers.config import TrainConfig
-from trainers.methods.unlearning import DPO, GA, GD, IDK, KL, NPO, NPOGD, METHOD_CLASSES, answer_scores
+from trainers.methods.unlearning.methods import DPO, GA, GD, IDK, KL, NPO, NPOGD, METHOD_CLASSES, answer_scores
 from trainers.model import load_for_training
 
 RECORDS = [

@@ -11,9 +11,9 @@ import pytest
 import torch
 from scipy.stats import hmean
 
-from trainers.methods.unlearning import load_reference
-from trainers.unlearning_cli import build_config
-from trainers.unlearning_pipeline import (
+from trainers.methods.unlearning.methods import load_reference
+from trainers.methods.unlearning.cli import build_config
+from trainers.methods.unlearning.pipeline import (
     PipelineConfigError,
     UnlearningPipelineConfig,
     answers_correctly,
@@ -21,12 +21,12 @@ from trainers.unlearning_pipeline import (
     real_splits,
     unlearning_records,
 )
-from trainers.unlearning_results import UnlearningResults
+from trainers.methods.unlearning.results import UnlearningResults
 from workbench import ops
-from workbench.datasets.entities import QAPair
+from trainers.methods.unlearning.entities import QAPair
 from workbench.errors import InputError
-from workbench.evals import tofu
-from workbench.evals.unlearning_eval import answer_logprob_means, greedy_answers, score_pairs, summarize_items
+from trainers.methods.unlearning import tofu
+from trainers.methods.unlearning.evaluation import answer_logprob_means, greedy_answers, score_pairs, summarize_items
 
 QUESTIONS = ["the cat sat on the mat?", "where is the dog", "le chat est sur le tapis et le chien court dans le parc?"]
 
@@ -196,7 +196,7 @@ def test_default_model_knows_the_real_capitals():
     """The pre-trained track relies on facts gemma-3-270m answers correctly with greedy decoding."""
     from transformers import AutoTokenizer
 
-    from trainers.unlearning_pipeline import check_real_entities
+    from trainers.methods.unlearning.pipeline import check_real_entities
     from workbench.models import resolve_spec
 
     candidates = [c for c in real_entity_candidates(["Italy", "Spain", "Russia"]) if c[0].attribute == "capital"]

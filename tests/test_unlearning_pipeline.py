@@ -2,8 +2,8 @@
 
 from trainers import loop
 from trainers.methods import METHODS
-from trainers.unlearning_pipeline import UnlearningPipelineConfig, run_pipeline
-from trainers.unlearning_results import UnlearningResults
+from trainers.methods.unlearning.pipeline import UnlearningPipelineConfig, run_pipeline
+from trainers.methods.unlearning.results import UnlearningResults
 from workbench import registry
 
 
@@ -44,7 +44,7 @@ def test_pipeline_end_to_end(tiny_folders, tmp_path, monkeypatch):
     npo = next(m for m in built if m.name == "unlearn-npo")
     assert not npo.reference.training
     assert all(not p.requires_grad and p.grad is None for p in npo.reference.parameters())
-    from trainers.methods.unlearning import load_reference
+    from trainers.methods.unlearning.methods import load_reference
 
     injected_model = load_reference(registry.latest("tiny-inject").spec)
     for (name, p), q in zip(npo.reference.named_parameters(), injected_model.parameters()):

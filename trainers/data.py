@@ -17,8 +17,9 @@ import torch
 from workbench.cache import stable_hash
 from workbench.datasets.jsonl import json_objects
 from workbench.errors import InputError
+from workbench.paths import PACKAGE_DATA
 
-DEMO_FILE = Path(__file__).resolve().parent.parent / "workbench" / "data" / "train" / "demo.jsonl"
+DEMO_FILE = PACKAGE_DATA / "train" / "demo.jsonl"
 IGNORE_INDEX = -100
 
 

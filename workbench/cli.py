@@ -72,7 +72,7 @@ def _load_plugins() -> None:
     import importlib
     import importlib.util
 
-    for module in ("trainers.cli", "trainers.transform_matrix", "trainers.unlearning_cli", "trainers.rhio_cli",
+    for module in ("trainers.cli", "trainers.methods.cc_tuning.transform_matrix", "trainers.methods.unlearning.cli", "trainers.methods.rhio.cli",
                    "workbench.evals.cli",
                    "probes.cli"):
         if importlib.util.find_spec(module.split(".")[0]) and importlib.util.find_spec(module):

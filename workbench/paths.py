@@ -11,6 +11,8 @@ from typing import Iterator
 
 from .errors import WorkbenchError
 
+PACKAGE_DATA = Path(__file__).resolve().parent / "data"  # small data sets that ship with the package
+
 
 def workbench_home() -> Path:
     """`WORKBENCH_HOME`, or `~/.cache/multilingual-workbench`: converted models, caches, checkpoints."""

@@ -30,16 +30,16 @@ log = logging.getLogger("trainers.methods")
 ENTRIES: dict[str, tuple[str, str]] = {
     "sft": ("trainers.methods.sft", "SFT"),
     "tft": ("trainers.methods.sft", "TFT"),
-    "cc-tuning": ("trainers.methods.cc_tuning", "CCTuning"),
+    "cc-tuning": ("trainers.methods.cc_tuning.method", "CCTuning"),
     "dft": ("trainers.methods.dft", "DFT"),
-    "rhio": ("trainers.methods.rhio", "RHIO"),
-    "unlearn-ga": ("trainers.methods.unlearning", "GA"),
-    "unlearn-gd": ("trainers.methods.unlearning", "GD"),
-    "unlearn-kl": ("trainers.methods.unlearning", "KL"),
-    "unlearn-idk": ("trainers.methods.unlearning", "IDK"),
-    "unlearn-dpo": ("trainers.methods.unlearning", "DPO"),
-    "unlearn-npo": ("trainers.methods.unlearning", "NPO"),
-    "unlearn-npo-gd": ("trainers.methods.unlearning", "NPOGD"),
+    "rhio": ("trainers.methods.rhio.method", "RHIO"),
+    "unlearn-ga": ("trainers.methods.unlearning.methods", "GA"),
+    "unlearn-gd": ("trainers.methods.unlearning.methods", "GD"),
+    "unlearn-kl": ("trainers.methods.unlearning.methods", "KL"),
+    "unlearn-idk": ("trainers.methods.unlearning.methods", "IDK"),
+    "unlearn-dpo": ("trainers.methods.unlearning.methods", "DPO"),
+    "unlearn-npo": ("trainers.methods.unlearning.methods", "NPO"),
+    "unlearn-npo-gd": ("trainers.methods.unlearning.methods", "NPOGD"),
 }
 
 

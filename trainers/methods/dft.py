@@ -33,7 +33,7 @@ from workbench.errors import InputError
 from workbench.models import ModelHandle
 
 from ..data import IGNORE_INDEX, encode_pair, pad_batch, pad_id
-from .cc_tuning import encode_prompt
+from trainers.methods.cc_tuning.method import encode_prompt
 from .sft import response_cross_entropy
 
 SIGNALS = ("logits", "feature")

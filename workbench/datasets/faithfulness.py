@@ -25,6 +25,7 @@ from pathlib import Path
 
 from workbench.datasets.jsonl import json_objects
 from workbench.errors import InputError
+from workbench.paths import PACKAGE_DATA
 
 __all__ = [
     "DEFAULT_PATH",
@@ -36,7 +37,7 @@ __all__ = [
     "parse_item",
 ]
 
-DEFAULT_PATH = Path(__file__).resolve().parent.parent / "data" / "faithfulness" / "sample.jsonl"
+DEFAULT_PATH = PACKAGE_DATA / "faithfulness" / "sample.jsonl"
 SOURCE_KINDS = ("encyclopedia", "news", "forum")
 _REQUIRED_TEXT = ("id", "lang", "source_kind", "question", "answer")
 

@@ -24,6 +24,7 @@ from typing import Any
 from workbench.datasets.jsonl import json_objects
 from workbench.errors import InputError
 from workbench.evals.faithfulness import ends_sentence, rouge, sentence_spans, splits_characters
+from workbench.paths import PACKAGE_DATA
 
 __all__ = [
     "DATA_DIR",
@@ -42,7 +43,7 @@ __all__ = [
     "trial_grid",
 ]
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "haystack"
+DATA_DIR = PACKAGE_DATA / "haystack"
 DEFAULT_LENGTHS = (256, 512, 1024)
 DEFAULT_DEPTHS = (0.1, 0.5, 0.9)
 DEFAULT_NEEDLES = 3  # the paper's grid uses 3 needles

@@ -23,7 +23,9 @@ from pathlib import Path
 import pandas as pd
 from babel import Locale, UnknownLocaleError
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "lexicon"
+from workbench.paths import PACKAGE_DATA
+
+DATA_DIR = PACKAGE_DATA / "lexicon"
 
 # The languages of the committed lists: code -> English name.
 LANGUAGES: dict[str, str] = {

@@ -37,6 +37,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from workbench.paths import PACKAGE_DATA
 from workbench.evals.scorers import (
     DEFAULT_LABELS,
     rouge_scores,
@@ -45,7 +46,7 @@ from workbench.evals.scorers import (
     score_multiple_choice,
 )
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "tasks"
+DATA_DIR = PACKAGE_DATA / "tasks"
 KINDS = ("multiple_choice", "extractive_qa", "answer_probability", "summarization")
 XNLI_LABELS = ("entailment", "neutral", "contradiction")
 N_DISTRACTORS = 3  # answer-probability items rank the gold against this many other items' golds

@@ -6,10 +6,10 @@ import argparse
 import json
 
 from workbench.cli import command
-from workbench.datasets.globesumm import PIPELINES
+from workbench.evals.globesumm.data import PIPELINES
 from workbench.datasets.tasks import list_tasks
 from workbench.evals.harness import MODES
-from workbench.evals.mcms import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PIPELINES
+from workbench.evals.globesumm.mcms import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PIPELINES
 
 
 def _progress_bar(desc: str):
@@ -70,9 +70,9 @@ def _globesumm_configure(p: argparse.ArgumentParser) -> None:
 
 
 def _globesumm_run(args) -> None:
-    from workbench.datasets.globesumm import load_events
+    from workbench.evals.globesumm.data import load_events
     from workbench.errors import InputError
-    from workbench.evals.mcms import run_mcms
+    from workbench.evals.globesumm.mcms import run_mcms
 
     events = load_events(args.events)
     if args.max_events is not None:

@@ -1,7 +1,7 @@
 """The "Evaluate" tab: multilingual task scores with confidence intervals, and GlobeSumm MCMS.
 
 The science lives in `workbench.evals.harness` (tasks, scoring modes, bootstrap intervals) and
-`workbench.evals.mcms` (summarization pipelines and their metrics); handlers parse inputs, call the
+`workbench.evals.globesumm.mcms` (summarization pipelines and their metrics); handlers parse inputs, call the
 same functions a notebook calls and lay out the results.
 """
 
@@ -11,11 +11,11 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from workbench.datasets.globesumm import PIPELINES, load_events
+from workbench.evals.globesumm.data import PIPELINES, load_events
 from workbench.datasets.tasks import get_task, list_tasks
 from workbench.errors import InputError
 from workbench.evals.harness import METRIC_LABELS, MODES, EvalResult, evaluate
-from workbench.evals.mcms import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PIPELINES, PIPELINE_NAMES, MCMSResult, run_mcms
+from workbench.evals.globesumm.mcms import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PIPELINES, PIPELINE_NAMES, MCMSResult, run_mcms
 
 from .common import as_int, demo_mode, export_frame, export_json, friendly, progress_callback, require
 

@@ -11,7 +11,7 @@ import gradio as gr
 import pandas as pd
 
 from probes import transplant as xt
-from probes.transplant_cases import DIRECTIONS
+from probes.transplant.cases import DIRECTIONS
 from workbench import load
 from workbench.datasets.tasks import get_task, list_tasks, load_task
 from workbench.errors import InputError

@@ -1,6 +1,6 @@
 """Unlearning tab: results of entity-level unlearning runs (arXiv 2406.15796) and their data.
 
-A run (`workbench unlearn ...`, or `trainers.unlearning_pipeline.run_pipeline`) injects invented
+A run (`workbench unlearn ...`, or `trainers.methods.unlearning.pipeline.run_pipeline`) injects invented
 entities, unlearns them with each method and scores every checkpoint. This tab shows a saved run:
 the results table, Forget Quality vs Model Utility per method and checkpoint, and injected vs
 pre-trained (real) entities. Single unlearning runs are launched from the Train tab (methods
@@ -29,7 +29,7 @@ SUMMARY_COLUMNS = ["track", "method", "step", "forget.rougeL_recall", "target.ro
 
 
 def run_choices() -> list[str]:
-    from trainers.unlearning_results import list_results
+    from trainers.methods.unlearning.results import list_results
 
     return list_results()
 
@@ -37,7 +37,7 @@ def run_choices() -> list[str]:
 @friendly
 def show_results(name: str):
     """(table, scatter, comparison table, comparison plot, real-entity check, notes, CSV export)."""
-    from trainers.unlearning_results import UnlearningResults
+    from trainers.methods.unlearning.results import UnlearningResults
 
     if not isinstance(name, str) or not name.strip():
         raise InputError("Choose a saved unlearning run (run `workbench unlearn` first if the list is empty).")
@@ -55,8 +55,8 @@ def show_results(name: str):
 @friendly
 def prepare_training_data(entities: float, forget_entities: float, seed: float):
     """Write inject / retain / unlearn JSONL files for the Train tab; returns (files, message)."""
-    from trainers.unlearning_pipeline import UnlearningPipelineConfig, prepare_data
-    from trainers.unlearning_results import results_root
+    from trainers.methods.unlearning.pipeline import UnlearningPipelineConfig, prepare_data
+    from trainers.methods.unlearning.results import results_root
 
     from ..paths import safe_child
 

@@ -12,8 +12,8 @@ prompt):
    after layer 0 (`blocks.1.hook_resid_pre`) at its tag position; the loss is plain cross-entropy
    on the response. There is no auxiliary loss.
 
-After training, `trainers.transform_matrix` fits the matrix that maps non-English FFN outputs to
-English ones, and `trainers.inference` runs the model on a monolingual prompt with it.
+After training, `trainers.methods.cc_tuning.transform_matrix` fits the matrix that maps non-English FFN outputs to
+English ones, and `trainers.methods.cc_tuning.inference` runs the model on a monolingual prompt with it.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from workbench import ops
 from workbench.errors import InputError
 from workbench.models import ModelHandle
 
-from ..data import encode_pair, pad_batch, pad_id
-from .sft import response_cross_entropy
+from trainers.data import encode_pair, pad_batch, pad_id
+from trainers.methods.sft import response_cross_entropy
 
 INJECT_HOOK = "blocks.1.hook_resid_pre"
 DECISION_KEY = "decision_maker.weight"
@@ -132,7 +132,7 @@ def decision_maker_for(handle: ModelHandle) -> DecisionMaker:
 
 def read_state(folder: str | Path) -> dict[str, torch.Tensor]:
     """What a CC-Tuning checkpoint saved next to its weights (`method_state`: the Decision Maker)."""
-    from ..state import METHOD_TENSORS, load_method_state
+    from trainers.state import METHOD_TENSORS, load_method_state
 
     path = Path(folder) / METHOD_TENSORS
     if not path.exists():

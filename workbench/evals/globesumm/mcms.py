@@ -1,7 +1,7 @@
 """GlobeSumm MCMS on a real model: run the summarization pipelines through it and score them.
 
-The prompts and pipelines live in :mod:`workbench.datasets.globesumm` (no model inside), the
-metrics in :mod:`workbench.evals.summarization` and :mod:`workbench.evals.rouge`; this module joins
+The prompts and pipelines live in :mod:`workbench.evals.globesumm.data` (no model inside), the
+metrics in :mod:`workbench.evals.globesumm.summarization` and :mod:`workbench.evals.rouge`; this module joins
 them to a loaded model: greedy decoding through :func:`workbench.ops.generate_greedy` with a
 bounded number of new tokens, prompts shortened to fit the model's context, one cached run per
 (event, pipeline), and per-pipeline means with bootstrap intervals over events.
@@ -22,12 +22,12 @@ import plotly.graph_objects as go
 
 from workbench import ops
 from workbench.cache import cached, stable_hash
-from workbench.datasets.globesumm import PIPELINES, Event, SummaryRun, load_events, summarize
+from workbench.evals.globesumm.data import PIPELINES, Event, SummaryRun, load_events, summarize
 from workbench.errors import InputError
 from workbench.evals.bootstrap import bootstrap_ci
 from workbench.evals.harness import Progress, as_handle, record_metrics
 from workbench.evals.rouge import primary_language
-from workbench.evals.summarization import score_summary
+from workbench.evals.globesumm.summarization import score_summary
 from workbench.models import ModelHandle
 
 __all__ = [
@@ -67,7 +67,7 @@ class MCMSResult:
 
     ``rows`` holds one dict per (event, pipeline): ``event``, ``pipeline``, ``summary``,
     ``reference``, ``calls`` (model calls), ``truncated`` (articles were shortened to fit) and the
-    metrics of :func:`workbench.evals.summarization.score_summary`. ``runs`` holds the matching
+    metrics of :func:`workbench.evals.globesumm.summarization.score_summary`. ``runs`` holds the matching
     :class:`SummaryRun` objects (every prompt and output).
     """
 

@@ -33,8 +33,8 @@ from rouge_score import rouge_scorer, tokenizers
 from scipy.special import logsumexp
 from scipy.stats import hmean, ks_2samp
 
-from ..errors import InputError
-from . import rouge
+from workbench.errors import InputError
+from workbench.evals import rouge
 
 __all__ = [
     "rougeL_recall",

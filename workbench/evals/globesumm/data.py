@@ -25,6 +25,7 @@ from typing import Any, Literal
 from babel import Locale, UnknownLocaleError
 
 from workbench.errors import InputError
+from workbench.paths import PACKAGE_DATA
 
 __all__ = [
     "SAMPLE_PATH",
@@ -45,7 +46,7 @@ __all__ = [
     "summarize",
 ]
 
-SAMPLE_PATH = Path(__file__).resolve().parent.parent / "data" / "globesumm" / "sample.jsonl"
+SAMPLE_PATH = PACKAGE_DATA / "globesumm" / "sample.jsonl"
 
 Pipeline = Literal["all", "recurrent", "protocol", "recurrent_protocol"]
 PIPELINES: tuple[str, ...] = ("all", "recurrent", "protocol", "recurrent_protocol")

@@ -30,8 +30,8 @@ from workbench.errors import InputError
 from workbench.models import ModelHandle
 from workbench.paths import atomic_write_bytes, atomic_write_text
 
-from .data import load_jsonl, pad_batch, pad_id
-from .methods.cc_tuning import check_model, encode_prompt, tag_mlp_outputs
+from trainers.data import load_jsonl, pad_batch, pad_id
+from trainers.methods.cc_tuning.method import check_model, encode_prompt, tag_mlp_outputs
 
 TRANSFORM_FILE = "transform_matrix.safetensors"
 TRANSFORM_KEY = "transform_matrix"

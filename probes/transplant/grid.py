@@ -35,7 +35,7 @@ from workbench.datasets.tasks import Item, split_items
 from workbench.errors import InputError
 from workbench.models import ModelHandle
 
-from .transplant_cases import (
+from probes.transplant.cases import (
     Answer,
     Case,
     answer_for,
@@ -45,8 +45,8 @@ from .transplant_cases import (
     make_case,
     score_text,
 )
-from .transplant_engine import check_site, prefix, replace_hooks, run_rows, source_vectors, token_scores
-from .transplant_strategy import BestPair, any_pair_correct, best_pair, pair_accuracy
+from probes.transplant.runs import check_site, prefix, replace_hooks, run_rows, source_vectors, token_scores
+from probes.transplant.strategy import BestPair, any_pair_correct, best_pair, pair_accuracy
 
 Progress = Callable[[float, str], None]
 MODES: tuple[str, ...] = ("overall", "targetfirst")

@@ -37,9 +37,9 @@ from typing import Literal, Sequence
 from babel import Locale
 from babel.numbers import format_decimal
 
-from ..errors import InputError
-from .jsonl import json_objects
-from ..paths import atomic_write_text
+from workbench.errors import InputError
+from workbench.datasets.jsonl import json_objects
+from workbench.paths import PACKAGE_DATA, atomic_write_text
 
 __all__ = [
     "KINDS",
@@ -58,7 +58,7 @@ __all__ = [
     "from_jsonl",
 ]
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "entities"
+DATA_DIR = PACKAGE_DATA / "entities"
 KINDS = ("person", "place", "organisation")
 LANGS = ("en", "fr", "de", "zh")
 N_PERTURBED = 4

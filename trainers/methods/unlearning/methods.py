@@ -2,7 +2,7 @@
 
 Every method starts from the model that learned the entities (the "injected" model,
 `config.base_model`) and trains on records that pair one forget QA pair with one retain QA pair
-and one "I don't know" answer (`build_unlearning_records` in `trainers.unlearning_pipeline`):
+and one "I don't know" answer (`build_unlearning_records` in `trainers.methods.unlearning.pipeline`):
 `instruction`, `output` (forget), `idk`, `retain_instruction`, `retain_output`.
 
 Losses, with NLL(S) the mean negative log-likelihood over the answer tokens of a batch (as a
@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..data import IGNORE_INDEX, encode_pair, pad_batch, pad_id
+from trainers.data import IGNORE_INDEX, encode_pair, pad_batch, pad_id
 
 FORGET_FIELDS = ("instruction", "output")
 RETAIN_FIELDS = ("retain_instruction", "retain_output")

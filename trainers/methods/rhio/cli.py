@@ -35,7 +35,7 @@ def _run(args) -> None:
     import workbench
     from workbench.datasets.faithfulness import load_faithfulness
 
-    from . import rhio
+    from trainers.methods.rhio import control_tokens as rhio
 
     langs = args.langs.split(",") if getattr(args, "langs", None) else None
     if args.step == "prepare":
@@ -58,7 +58,7 @@ def _run(args) -> None:
         bar.close()
         print(f"wrote {len(items)} records to {args.out} (masked heads {heads})")
     else:
-        from workbench.evals.faithfulness_eval import evaluate_faithfulness
+        from trainers.methods.rhio.evaluation import evaluate_faithfulness
 
         result = evaluate_faithfulness(handle, items, args.system, args.alpha, progress=report)
         bar.close()

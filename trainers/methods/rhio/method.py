@@ -1,7 +1,7 @@
 """RHIO faithfulness-aware tuning: `[POS]` + faithful answer and `[NEG]` + unfaithful answer,
 trained jointly with plain cross-entropy (each record yields both sequences).
 
-Records: `instruction` (documents + question, see trainers.rhio.faithfulness_prompt), `output`
+Records: `instruction` (documents + question, see trainers.methods.rhio.control_tokens.faithfulness_prompt), `output`
 (the faithful reference) and `negative` (the answer generated with retrieval heads masked).
 The base model must already carry the control tokens (`workbench rhio prepare`); with LoRA the new
 tokens' embeddings stay at their initial values and the adapters learn to read them.
@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from ..data import encode_pair, pad_batch, pad_id
-from ..rhio import NEG, POS, control_ids, control_prompt
-from .sft import response_cross_entropy
+from trainers.data import encode_pair, pad_batch, pad_id
+from trainers.methods.rhio.control_tokens import NEG, POS, control_ids, control_prompt
+from trainers.methods.sft import response_cross_entropy
 
 
 class RHIO:

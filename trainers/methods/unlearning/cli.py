@@ -13,7 +13,7 @@ from pathlib import Path
 
 from workbench.cli import command
 
-from .methods.unlearning import SHORT_NAMES
+from trainers.methods.unlearning.methods import SHORT_NAMES
 
 # command-line flag -> pipeline option
 FLAGS = {"base": "base_model", "entities": "entities", "forget_entities": "forget_entities", "methods": "methods",
@@ -47,7 +47,7 @@ def build_config(args: argparse.Namespace):
     """The pipeline configuration a command line describes: file, then --set, then flags."""
     import yaml
 
-    from .unlearning_pipeline import PipelineConfigError, UnlearningPipelineConfig
+    from trainers.methods.unlearning.pipeline import PipelineConfigError, UnlearningPipelineConfig
 
     values = asdict(UnlearningPipelineConfig.from_yaml(args.config)) if args.config else {}
     for item in args.set:
@@ -65,7 +65,7 @@ def _run(args: argparse.Namespace) -> None:
     import pandas as pd
     from tqdm import tqdm
 
-    from .unlearning_pipeline import run_pipeline
+    from trainers.methods.unlearning.pipeline import run_pipeline
 
     config = build_config(args)
     if args.threads:

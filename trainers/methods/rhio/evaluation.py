@@ -30,7 +30,7 @@ def answer(handle: ModelHandle, item, system: str = "plain", alpha: float = 1.0,
            max_new_tokens: int = 60, max_chars: int | None = 2400) -> str:
     """One item's answer under `system`: "plain" (no control token), "pos" ([POS] prompt) or
     "contrastive" ((1 + a) z_POS - a z_NEG)."""
-    from trainers import rhio
+    from trainers.methods import rhio
 
     prompt = rhio.faithfulness_prompt(item.question, item.documents, max_chars)
     if system == "plain":

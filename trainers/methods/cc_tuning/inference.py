@@ -39,7 +39,7 @@ from workbench import ops
 from workbench.errors import InputError
 from workbench.models import ModelHandle
 
-from .methods.cc_tuning import (
+from trainers.methods.cc_tuning.method import (
     INJECT_HOOK,
     DecisionMaker,
     add_at_tags,
@@ -52,7 +52,7 @@ from .methods.cc_tuning import (
     tag_mlp_outputs,
     tag_positions,
 )
-from .transform_matrix import load_transform
+from trainers.methods.cc_tuning.transform_matrix import load_transform
 
 CHOICES = ("argmax", "gumbel")
 
@@ -91,7 +91,7 @@ class CCTuningInference:
         transform = load_transform(folder)
         if transform is None:
             raise InputError(f"{folder} has no Transform Matrix yet: run `workbench transform-matrix NAME --data FILE` "
-                             "(or trainers.transform_matrix.transform_matrix) on parallel prompts first.")
+                             "(or trainers.methods.cc_tuning.transform_matrix.transform_matrix) on parallel prompts first.")
         return cls(handle, load_decision_maker(handle, state), transform, choice)
 
     @property

@@ -58,7 +58,7 @@ def control_ids(tokenizer) -> tuple[int, int]:
     missing = [t for t in CONTROL_TOKENS if t not in vocab]
     if missing:
         raise InputError(f"This model has no {' / '.join(missing)} token: start RHIO from a model prepared with "
-                         "`workbench rhio prepare` (trainers.rhio.add_control_tokens).")
+                         "`workbench rhio prepare` (trainers.methods.rhio.control_tokens.add_control_tokens).")
     return vocab[POS], vocab[NEG]
 
 

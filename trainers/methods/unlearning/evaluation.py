@@ -1,7 +1,7 @@
 """TOFU-style evaluation of one model on unlearning QA sets (entity-level unlearning, arXiv 2406.15796).
 
 For every QA pair the model is asked the question (prompt ``BOS + question + "\\n"``, the format the
-trainers fine-tune on) and scored three ways (definitions in :mod:`workbench.evals.tofu`):
+trainers fine-tune on) and scored three ways (definitions in :mod:`trainers.methods.unlearning.tofu`):
 
 - ROUGE-L recall of its greedy answer (stopped at end-of-sequence or a newline) against the gold
   answer;
@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..datasets.entities import QAPair
-from ..errors import InputError
-from .tofu import (
+from trainers.methods.unlearning.entities import QAPair
+from workbench.errors import InputError
+from trainers.methods.unlearning.tofu import (
     UnlearningReport,
     answer_probability,
     forget_quality,
@@ -128,7 +128,7 @@ def answer_logprob_means(model, tokenizer, questions: Sequence[str], answers: Se
                          batch_size: int = 16, max_length: int = 256) -> np.ndarray:
     """Mean per-token log-probability of each answer (with its end-of-sequence token) given its question."""
     from trainers.data import encode_pair, pad_batch
-    from trainers.methods.unlearning import answer_scores
+    from trainers.methods.unlearning.methods import answer_scores
 
     if len(questions) != len(answers):
         raise InputError("answer_logprob_means needs one answer per question.")

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 
 import regex
 
-from workbench.datasets.globesumm import Conflict, Event
+from workbench.evals.globesumm.data import Conflict, Event
 from workbench.errors import InputError
 from workbench.evals.rouge import primary_language, rouge, token_unit, tokenize
 

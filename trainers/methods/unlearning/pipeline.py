@@ -1,6 +1,6 @@
 """Entity-level unlearning end to end (arXiv 2406.15796): inject, unlearn with each method, evaluate.
 
-1. Invent entities (`workbench.datasets.entities`) and split them into forget / target / retain.
+1. Invent entities (`trainers.methods.unlearning.entities`) and split them into forget / target / retain.
 2. Injection: fine-tune the base model on every invented entity's QA pairs (SFT through the shared
    training loop); a second run on the retain pairs only gives the retain-only model that Forget
    Quality compares against.
@@ -14,7 +14,7 @@
 Forget Quality needs a model that never learned the forgotten entities; for real entities no such
 model exists (the base model learned them in pre-training), so the `pretrained` track reports it
 as NaN and is compared through ROUGE-L and probability on its forget and target sets.
-All files go to `WORKBENCH_HOME/unlearning/<name>/` (see `trainers.unlearning_results`).
+All files go to `WORKBENCH_HOME/unlearning/<name>/` (see `trainers.methods.unlearning.results`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import pandas as pd
 import yaml
 
 from workbench import registry
-from workbench.datasets.entities import (
+from trainers.methods.unlearning.entities import (
     DATA_DIR,
     QAPair,
     UnlearningSplits,
@@ -41,12 +41,12 @@ from workbench.datasets.entities import (
     to_jsonl,
 )
 from workbench.errors import InputError
-from workbench.evals.unlearning_eval import ModelEvaluation, greedy_answers, score_pairs, summarize_items
+from trainers.methods.unlearning.evaluation import ModelEvaluation, greedy_answers, score_pairs, summarize_items
 from workbench.paths import atomic_write_text
 
-from .config import TrainConfig
-from .methods.unlearning import SHORT_NAMES
-from .unlearning_results import UnlearningResults, results_dir
+from trainers.config import TrainConfig
+from trainers.methods.unlearning.methods import SHORT_NAMES
+from trainers.methods.unlearning.results import UnlearningResults, results_dir
 
 log = logging.getLogger("trainers.unlearning")
 Progress = Callable[[float, str], None]
@@ -276,9 +276,9 @@ class _Runner:
     def train_or_reuse(self, train_config: TrainConfig) -> registry.Checkpoint:
         """Train, or reuse the run's last checkpoint when it was trained with this very configuration
         and data (so a pipeline re-run with other unlearning settings skips the injection)."""
-        from .data import data_hash, load_jsonl
-        from .loop import train
-        from .methods import build_method
+        from trainers.data import data_hash, load_jsonl
+        from trainers.loop import train
+        from trainers.methods import build_method
 
         last = registry.latest(train_config.output)
         if last is not None:
@@ -296,7 +296,7 @@ class _Runner:
 
     def evaluate(self, spec: str, sets: dict[str, list[QAPair]]) -> dict[str, pd.DataFrame]:
         """Per-item frames of `spec` on `sets` (set name -> frame)."""
-        from .methods.unlearning import load_reference
+        from trainers.methods.unlearning.methods import load_reference
 
         if self.tokenizer is None:
             self.tokenizer = _tokenizer(spec)
@@ -335,7 +335,7 @@ def run_pipeline(config: UnlearningPipelineConfig, progress: Progress | None = N
         run.say(0.0, f"checking which facts about {', '.join(config.real_entities)} {config.base_model} knows")
         candidates = real_entity_candidates(config.real_entities)
         if config.verify_real:
-            from .methods.unlearning import load_reference
+            from trainers.methods.unlearning.methods import load_reference
 
             run.tokenizer = _tokenizer(config.base_model)
             real_check = check_real_entities(load_reference(config.base_model), run.tokenizer, candidates,
