@@ -20,7 +20,7 @@ def run() -> list[dict]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import workbench
-    from workbench import ops
+    from workbench import engine
     from workbench.default_model import ensure_default_model
     from workbench.models import MODELS
 
@@ -47,11 +47,11 @@ def run() -> list[dict]:
     noop = [(n, lambda t, hook: t) for n in names]
     with torch.no_grad():
         hf(ids)
-        ops.forward(handle, ids, fwd_hooks=noop)
+        engine.forward(handle, ids, fwd_hooks=noop)
         plain_fwd, hooked_fwd = [], []
         for _ in range(3):  # interleaved so machine load hits both sides alike
             plain_fwd.append(_best(lambda: hf(ids).logits, repeat=1))
-            hooked_fwd.append(_best(lambda: ops.forward(handle, ids, fwd_hooks=noop), repeat=1))
+            hooked_fwd.append(_best(lambda: engine.forward(handle, ids, fwd_hooks=noop), repeat=1))
     p, h = min(plain_fwd), min(hooked_fwd)
     return [
         {"name": "load: workbench.load / HF model + tokenizer", "ratio": wb / plain,

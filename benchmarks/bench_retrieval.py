@@ -35,16 +35,16 @@ def _memory_child(mode: str, length: int) -> None:
 
     import workbench
     from probes import retrieval as R
-    from workbench import ops
+    from workbench import engine
 
     handle = workbench.load("gemma-3-270m")
     trial = R.make_trials(handle, "en", (length,), (0.5,), 1)[0]
-    ops.generate_greedy(handle, handle.encode("warm up"), 2, stop_at_newline=True)
+    engine.generate_greedy(handle, handle.encode("warm up"), 2, stop_at_newline=True)
     _reset_peak()
     before = _status_mb("VmRSS")
     with torch.no_grad():
         if mode == "plain":
-            ops.generate_greedy(handle, trial.prompt_ids, 8, stop_at_newline=True)
+            engine.generate_greedy(handle, trial.prompt_ids, 8, stop_at_newline=True)
         else:
             R.run_trial(handle, trial, max_new_tokens=8)
     print(json.dumps({"added_mb": _status_mb("VmHWM") - before, "tokens": len(trial.prompt_ids)}))
@@ -59,17 +59,17 @@ def _memory(mode: str, length: int) -> dict:
 def run() -> list[dict]:
     import workbench
     from probes import retrieval as R
-    from workbench import ops
+    from workbench import engine
 
     handle = workbench.load("gemma-3-270m")
     trials = R.make_trials(handle, "en", LENGTHS_TIME, (0.5,), 1)
-    ops.generate_greedy(handle, handle.encode("warm up"), 2, stop_at_newline=True)  # builds the stop set once
+    engine.generate_greedy(handle, handle.encode("warm up"), 2, stop_at_newline=True)  # builds the stop set once
     plain, scored = [], []
     for trial in trials:
         best_p = best_s = float("inf")
         for _ in range(2):  # interleaved so machine load hits both sides alike
             t = time.perf_counter()
-            ops.generate_greedy(handle, trial.prompt_ids, R.MAX_NEW_TOKENS, stop_at_newline=True)
+            engine.generate_greedy(handle, trial.prompt_ids, R.MAX_NEW_TOKENS, stop_at_newline=True)
             best_p = min(best_p, time.perf_counter() - t)
             t = time.perf_counter()
             R.run_trial(handle, trial)

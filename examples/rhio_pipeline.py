@@ -58,7 +58,7 @@ def main() -> None:
                                 ("RHIO + contrastive (a=1)", rh.checkpoint.spec, "contrastive")]:
         handle = workbench.load(spec)
         result = evaluate_faithfulness(handle, eval_items, system, max_new_tokens=40, max_chars=MAX_CHARS)
-        rows.append({**result.summary(), "system": label})
+        rows.append({**result.summary().iloc[0].to_dict(), "system": label})
         print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     table.to_csv(out / "rhio_results.csv", index=False)

@@ -19,14 +19,15 @@ import contextlib
 import numbers
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import Any, Iterable, Iterator, Literal, Sequence
 
 import pandas as pd
 import torch
 
-from workbench import ops
+from workbench import engine
 from workbench.errors import InputError
 from workbench.models import ModelHandle
+from workbench.results import Result
 
 MaskMode = Literal["uniform", "zero"]
 MASK_MODES: tuple[str, ...] = ("uniform", "zero")
@@ -40,8 +41,8 @@ def check_heads(handle: ModelHandle, heads: Iterable[Sequence[int]]) -> list[Hea
         if (not isinstance(item, (tuple, list)) or len(item) != 2
                 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in item)):
             raise InputError(f"A head is a (layer, head) pair of whole numbers, got {item!r}.")
-        layer = ops.check_layer(handle, int(item[0]))
-        out.add((layer, ops.check_head(handle, int(item[1]))))
+        layer = engine.check_layer(handle, int(item[0]))
+        out.add((layer, engine.check_head(handle, int(item[1]))))
     return sorted(out)
 
 
@@ -96,15 +97,15 @@ def _zero_output(head_idx: list[int]):
     return hook
 
 
-def masking_hooks(handle: ModelHandle, heads: Iterable[Sequence[int]], mode: str = "uniform") -> list[ops.Hook]:
+def masking_hooks(handle: ModelHandle, heads: Iterable[Sequence[int]], mode: str = "uniform") -> list[engine.Hook]:
     """Forward hooks that mask `heads`; pass them as `fwd_hooks` to any workbench run."""
     mode = check_mode(mode)
-    hooks: list[ops.Hook] = []
+    hooks: list[engine.Hook] = []
     for layer, head_idx in _by_layer(check_heads(handle, heads)).items():
         if mode == "uniform":
-            hooks.append((f"blocks.{layer}.attn.hook_attn_scores", _uniform_scores(head_idx)))
+            hooks.append((engine.hook_name(layer, "attn_scores"), _uniform_scores(head_idx)))
         else:
-            hooks.append((f"blocks.{layer}.attn.hook_z", _zero_output(head_idx)))
+            hooks.append((engine.hook_name(layer, "z"), _zero_output(head_idx)))
     return hooks
 
 
@@ -114,12 +115,12 @@ def mask_heads(handle: ModelHandle, heads: Iterable[Sequence[int]], mode: str = 
 
     Holds the handle's lock, so other threads' runs wait rather than see masked heads.
     """
-    with ops.hooks(handle, masking_hooks(handle, heads, mode)):
+    with engine.hooks(handle, masking_hooks(handle, heads, mode)):
         yield
 
 
 @dataclass
-class MaskedGeneration:
+class MaskedGeneration(Result):
     """Greedy continuations of one prompt with and without the masked heads."""
 
     prompt: str
@@ -129,6 +130,11 @@ class MaskedGeneration:
     masked: str
     original_ids: list[int] = field(default_factory=list)
     masked_ids: list[int] = field(default_factory=list)
+    model: str = ""
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"heads": [list(h) for h in self.heads], "mode": self.mode}
 
     @property
     def changed(self) -> bool:
@@ -149,6 +155,22 @@ class MaskedGeneration:
             {"run": "masked", "heads masked": heads, "mode": self.mode, "generation": self.masked},
         ])
 
+    def summary(self) -> pd.DataFrame:
+        """One row: whether masking changed the generation, and from which token on."""
+        return pd.DataFrame([{"heads": len(self.heads), "mode": self.mode, "changed": self.changed,
+                              "first_difference": self.first_difference, "original_tokens": len(self.original_ids),
+                              "masked_tokens": len(self.masked_ids)}])
+
+    def figure(self):
+        """The two generations as a table, so a notebook shows them next to the other results."""
+        import plotly.graph_objects as go
+
+        frame = self.to_frame()
+        fig = go.Figure(go.Table(header=dict(values=list(frame.columns)),
+                                 cells=dict(values=[frame[c].tolist() for c in frame.columns], align="left")))
+        fig.update_layout(title=f"{self.model}: generation with heads masked ({self.mode})", height=320)
+        return fig
+
 
 def generate_with_masked_heads(handle: ModelHandle, prompt: str | Sequence[int], heads: Iterable[Sequence[int]],
                                mode: str = "uniform", max_new_tokens: int = 30,
@@ -158,10 +180,10 @@ def generate_with_masked_heads(handle: ModelHandle, prompt: str | Sequence[int],
     if not heads:
         raise InputError("Choose at least one head to mask.")
     hooks = masking_hooks(handle, heads, mode)
-    plain = ops.generate_greedy(handle, prompt, max_new_tokens, stop_at_newline=stop_at_newline)
-    masked = ops.generate_greedy(handle, prompt, max_new_tokens, fwd_hooks=hooks, stop_at_newline=stop_at_newline)
+    plain = engine.generate_greedy(handle, prompt, max_new_tokens, stop_at_newline=stop_at_newline)
+    masked = engine.generate_greedy(handle, prompt, max_new_tokens, fwd_hooks=hooks, stop_at_newline=stop_at_newline)
     return MaskedGeneration(
         prompt=prompt if isinstance(prompt, str) else handle.decode(plain.prompt_ids[0].tolist()),
         heads=heads, mode=mode, original=plain.text, masked=masked.text,
-        original_ids=plain.new_ids[0], masked_ids=masked.new_ids[0],
+        original_ids=plain.new_ids[0], masked_ids=masked.new_ids[0], model=handle.facts.spec,
     )

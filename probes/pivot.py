@@ -18,22 +18,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy import stats
 
-from workbench import ops
+from workbench import engine
 from workbench.cache import cached
 from workbench.datasets.lexicon import LexiconError, language_name, load_concepts
 from workbench.errors import InputError
 from workbench.models import ModelHandle
+from workbench.progress import Progress
+from workbench.results import Result
 
 from .tokens import Dropped, build_token_sets
 
-Progress = Callable[[float, str], None]
 TASKS = ("translation", "repetition", "cloze")
 BLANK = "___"
 _LOGIT_BUDGET = 2 ** 26  # lens logits per chunk (256 MB in fp32): fewer, larger unembedding matmuls run faster
@@ -49,31 +50,10 @@ def batches_by_length(ids: Sequence[Sequence[int]], batch_size: int) -> list[lis
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-@torch.no_grad()
 def last_token_residuals(handle: ModelHandle, batch: Sequence[Sequence[int]]) -> torch.Tensor:
     """`hook_resid_post` at each prompt's last token for every layer: (n_layers, batch, d_model)."""
-    if not batch or any(len(row) == 0 for row in batch):
-        raise InputError("Every prompt needs at least one token.")
-    longest = max(len(row) for row in batch)
-    if longest > handle.facts.n_ctx:
-        raise InputError(f"A prompt has {longest} tokens; {handle.facts.spec} reads at most {handle.facts.n_ctx}.")
-    pad = handle.tokenizer.pad_token_id
-    ids = torch.full((len(batch), longest), 0 if pad is None else pad, dtype=torch.long)
-    for row, toks in enumerate(batch):
-        ids[row, :len(toks)] = torch.tensor(list(toks), dtype=torch.long)
-    rows = torch.arange(len(batch), device=handle.device)
-    last = torch.tensor([len(toks) - 1 for toks in batch], device=handle.device)
-    kept: dict[int, torch.Tensor] = {}
-
-    def keeper(layer: int):
-        def keep(tensor, hook):
-            kept[layer] = tensor[rows, last].detach().clone()
-        return keep
-
-    names = ops.resid_names(handle)
-    with ops.hooks(handle, [(name, keeper(layer)) for layer, name in enumerate(names)]):
-        handle.hf_model.base_model(input_ids=ids.to(handle.device), use_cache=False)
-    return torch.stack([kept[layer] for layer in range(len(names))])
+    ids, last = engine.pad_rows(handle, batch)
+    return engine.residual_stream(handle, ids, at=last)
 
 
 def _chunks(n_rows: int, vocab: int) -> Iterator[slice]:
@@ -110,7 +90,7 @@ def lens_statistics(handle: ModelHandle, resid: torch.Tensor, token_sets: Sequen
     entropy = torch.zeros(n_layers * batch)
     rank = torch.zeros(n_layers * batch, dtype=torch.long)
     for part in _chunks(n_layers * batch, handle.facts.d_vocab):
-        logits = ops.lens_logits(handle, flat[part]).float()
+        logits = engine.lens_logits(handle, flat[part]).float()
         rows = item[part]
         if answer is not None:
             target = logits.gather(1, answer[rows][:, None])
@@ -294,7 +274,7 @@ _COLORS = {"input": "#1f77b4", "English": "#d62728", "target": "#2ca02c"}
 
 
 @dataclass
-class PivotResult:
+class PivotResult(Result):
     """Per-item, per-layer lens statistics of one pivot run; rows of the arrays follow `items`."""
 
     model: str
@@ -309,6 +289,11 @@ class PivotResult:
     rank: np.ndarray  # (n_items, n_layers), 1 = top token
     items: list[dict]  # concept, words, prompt, answer token
     dropped: list[Dropped] = field(default_factory=list)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"task": self.task, "src_lang": self.src_lang, "tgt_lang": self.tgt_lang, "k_shot": self.k_shot,
+                "seed": self.seed}
 
     @property
     def n_items(self) -> int:
@@ -367,17 +352,6 @@ class PivotResult:
     def dropped_frame(self) -> pd.DataFrame:
         return pd.DataFrame([{"concept": d.concept, "reason": d.reason} for d in self.dropped],
                             columns=["concept", "reason"])
-
-    def to_json(self) -> dict:
-        """Everything as plain JSON-able data (for export)."""
-        return {
-            "model": self.model, "task": self.task, "src_lang": self.src_lang, "tgt_lang": self.tgt_lang,
-            "k_shot": self.k_shot, "seed": self.seed, "languages": self.languages,
-            "summary": self.summary().to_dict(orient="records"),
-            "items": [{**item, "probs": self.probs[i].tolist(), "entropy": self.entropy[i].tolist(),
-                       "rank": self.rank[i].tolist()} for i, item in enumerate(self.items)],
-            "dropped": self.dropped_frame().to_dict(orient="records"),
-        }
 
     def title(self) -> str:
         pair = f"{self.src_lang}→{self.tgt_lang}" if self.task == "translation" else self.tgt_lang
@@ -490,7 +464,7 @@ def _run(handle: ModelHandle, rows: list[dict], task: str, src: str, tgt: str, k
 # --------------------------------------------------------------------------- logit-lens grid
 
 @dataclass
-class LensGrid:
+class LensGrid(Result):
     """Top-k lens tokens at every (layer, position) of one prompt."""
 
     model: str
@@ -499,6 +473,17 @@ class LensGrid:
     top_ids: np.ndarray  # (n_layers, n_positions, k)
     top_probs: np.ndarray  # (n_layers, n_positions, k)
     top_tokens: list[list[list[str]]]  # (n_layers, n_positions, k) as shown
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "top_k": int(self.top_ids.shape[2])}
+
+    def summary(self) -> pd.DataFrame:
+        """Per layer, the lens's top token at the last position (the next-token prediction)."""
+        last = self.top_ids.shape[1] - 1
+        return pd.DataFrame({"layer": np.arange(self.top_ids.shape[0]), "position": last,
+                             "input_token": self.tokens[last], "token": [layer[last][0] for layer in self.top_tokens],
+                             "prob": self.top_probs[:, last, 0].astype(np.float64)})
 
     def to_frame(self) -> pd.DataFrame:
         """One row per layer, position and rank."""
@@ -543,20 +528,20 @@ def logit_lens_grid(handle: ModelHandle, prompt: str, top_k: int = 5, use_cache:
     """The logit lens at every layer and position of one prompt, keeping the top-k tokens."""
     if not isinstance(top_k, int) or not 1 <= top_k <= 50:
         raise InputError(f"top_k must be between 1 and 50, got {top_k!r}.")
-    ids = ops.as_ids(handle, prompt)
+    ids = engine.as_ids(handle, prompt)
     return cached("logit_lens_grid", handle, {"top_k": top_k}, ids[0].tolist(),
                   lambda: _grid(handle, prompt, ids, top_k), use_cache)
 
 
 @torch.no_grad()
 def _grid(handle: ModelHandle, prompt: str, ids: torch.Tensor, top_k: int) -> LensGrid:
-    resid = ops.residual_stream(handle, ids)[:, 0]  # (n_layers, T, d)
+    resid = engine.residual_stream(handle, ids)[:, 0]  # (n_layers, T, d)
     n_layers, n_pos, d_model = resid.shape
     flat = resid.reshape(n_layers * n_pos, d_model)
     top_ids = torch.zeros(n_layers * n_pos, top_k, dtype=torch.long)
     top_probs = torch.zeros(n_layers * n_pos, top_k)
     for part in _chunks(n_layers * n_pos, handle.facts.d_vocab):
-        logp = torch.log_softmax(ops.lens_logits(handle, flat[part]).float(), dim=-1)
+        logp = torch.log_softmax(engine.lens_logits(handle, flat[part]).float(), dim=-1)
         values, indices = logp.topk(top_k, dim=-1)
         top_ids[part], top_probs[part] = indices.cpu(), values.exp().cpu()
     top_ids = top_ids.reshape(n_layers, n_pos, top_k).numpy()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,10 +19,11 @@ import pandas as pd
 from workbench.cache import cached
 from workbench.errors import InputError
 from workbench.models import ModelHandle
+from workbench.progress import Progress
+from workbench.results import Result
 
 from .pivot import batches_by_length, last_token_residuals
 
-Progress = Callable[[float, str], None]
 METHODS = ("umap", "pca")
 
 
@@ -57,7 +58,7 @@ def merge_scores(residuals: np.ndarray, languages: Sequence[str], concepts: Sequ
 
 
 @dataclass
-class RepresentationResult:
+class RepresentationResult(Result):
     """Last-token residuals of parallel prompts at every layer, with lazily computed 2-D maps."""
 
     model: str
@@ -69,6 +70,10 @@ class RepresentationResult:
     method: str = "umap"
     seed: int = 0
     _coords: dict = field(default_factory=dict, repr=False, compare=False)  # (method, seed, layer) -> (n, 2)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"languages": list(dict.fromkeys(self.languages)), "method": self.method, "seed": self.seed}
 
     @property
     def n_layers(self) -> int:
@@ -88,13 +93,19 @@ class RepresentationResult:
         return pd.DataFrame({"layer": layer, "language": self.languages, "concept": self.concepts,
                              "prompt": self.prompts, "x": xy[:, 0], "y": xy[:, 1]})
 
-    def to_frame(self) -> pd.DataFrame:
-        """The per-layer merge scores."""
+    def summary(self) -> pd.DataFrame:
+        """The per-layer merge scores: language silhouette and cross-lingual retrieval."""
         return self.scores.copy()
 
-    def figure(self, layer: int):
-        """Scatter of the 2-D map at `layer`, coloured by language."""
+    def to_frame(self) -> pd.DataFrame:
+        """The per-layer merge scores too: the residuals are too wide for a table (see `points_frame`)."""
+        return self.summary()
+
+    def figure(self, layer: int | None = None):
+        """Scatter of the 2-D map at `layer` (default the last), coloured by language."""
         import plotly.express as px
+
+        layer = self.n_layers - 1 if layer is None else layer
 
         frame = self.points_frame(layer)
         score = self.scores.iloc[layer]

@@ -20,19 +20,20 @@ key, so the same formula is right whichever way a cache behaves.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from workbench import ops
+from workbench import engine
 from workbench.cache import cached, stable_hash
 from workbench.datasets import haystack
 from workbench.errors import InputError
 from workbench.models import ModelHandle
+from workbench.progress import Progress
+from workbench.results import Result
 
-Progress = Callable[[float, str], None]
 RETRIEVAL_THRESHOLD = 0.1  # heads scoring above this are retrieval heads (the paper's cut)
 KEEP_RECALL = 0.5  # a trial is kept when ROUGE-1 recall of the expected answer exceeds this
 MAX_NEW_TOKENS = 50
@@ -110,8 +111,8 @@ class ArgmaxRecorder:
 
         return record
 
-    def hooks(self) -> list[ops.Hook]:
-        return [(f"blocks.{l}.attn.hook_pattern", self._hook(l)) for l in range(self.n_layers)]
+    def hooks(self) -> list[engine.Hook]:
+        return [(engine.hook_name(l, "pattern"), self._hook(l)) for l in range(self.n_layers)]
 
     def trace(self) -> np.ndarray:
         """(n_steps, n_layers, n_heads) int32 sequence positions."""
@@ -145,7 +146,7 @@ def run_trial(handle: ModelHandle, trial: haystack.Trial, max_new_tokens: int = 
     prompt_len = len(trial.prompt_ids)
     recorder = ArgmaxRecorder(handle, prompt_len)
     tokens: list[int] = []
-    gen = ops.generate_greedy(
+    gen = engine.generate_greedy(
         handle, trial.prompt_ids, max_new_tokens, fwd_hooks=recorder.hooks(), stop_at_newline=True,
         on_step=lambda step, nxt: tokens.append(int(nxt[0])),
     )
@@ -176,7 +177,7 @@ def _short_type(layer_type: str) -> str:
 
 
 @dataclass
-class RetrievalResult:
+class RetrievalResult(Result):
     """Retrieval scores of every head for one language, with the trials behind them."""
 
     model: str
@@ -189,6 +190,12 @@ class RetrievalResult:
     depths: tuple[float, ...]
     n_needles: int
     threshold: float = RETRIEVAL_THRESHOLD
+    max_new_tokens: int = MAX_NEW_TOKENS
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"lang": self.lang, "lengths": list(self.lengths), "depths": list(self.depths),
+                "n_needles": self.n_needles, "max_new_tokens": self.max_new_tokens, "threshold": self.threshold}
 
     @property
     def n_kept(self) -> int:
@@ -225,6 +232,16 @@ class RetrievalResult:
         frame["retrieval_head"] = frame["score"] > self.threshold
         return frame.sort_values(["score", "layer", "head"], ascending=[False, True, True],
                                  na_position="last", kind="stable").reset_index(drop=True)
+
+    def summary(self) -> pd.DataFrame:
+        """One row: kept and dropped trials, retrieval heads and the best head."""
+        top = self.top(1)
+        return pd.DataFrame([{
+            "lang": self.lang, "kept": self.n_kept, "dropped": self.n_dropped,
+            "retrieval_heads": len(self.retrieval_heads()),
+            "best_head": f"{top['layer'][0]}.{top['head'][0]}" if len(top) else "",
+            "best_score": float(top["score"][0]) if len(top) else np.nan,
+        }])
 
     def top(self, k: int = 10) -> pd.DataFrame:
         """The `k` best-scoring heads."""
@@ -275,16 +292,6 @@ class RetrievalResult:
             return self._mean_by_type("window_sees_needle", {})
         return self._mean_by_type("window_sees_needle", {
             sees: [t for t in self.trials if t.kept and t.window_sees_needle is sees] for sees in (True, False)})
-
-    def to_json(self) -> dict:
-        """Plain data for export: settings, scores and per-trial outcomes."""
-        return {
-            "model": self.model, "lang": self.lang, "lengths": list(self.lengths), "depths": list(self.depths),
-            "n_needles": self.n_needles, "threshold": self.threshold, "kept": self.n_kept, "dropped": self.n_dropped,
-            "layer_types": list(self.layer_types), "sliding_window": self.sliding_window,
-            "scores": [[None if np.isnan(v) else float(v) for v in row] for row in self.scores],
-            "trials": self.trials_frame().to_dict(orient="records"),
-        }
 
     def figure(self, zmax: float | None = None):
         """Heatmap of the scores: heads down, layers across (full-attention layers marked)."""
@@ -373,17 +380,26 @@ def retrieval_scores(handle: ModelHandle, lang: str = "en", lengths: Sequence[in
             model=handle.facts.spec, lang=lang,
             scores=aggregate([r.scores for r in records], [r.kept for r in records]),
             layer_types=_layer_types(handle), sliding_window=handle.facts.sliding_window,
-            trials=records, lengths=lengths, depths=depths, n_needles=n_needles,
+            trials=records, lengths=lengths, depths=depths, n_needles=n_needles, max_new_tokens=max_new_tokens,
         )
 
     return cached("retrieval_heads", handle, params, data, compute, use_cache=use_cache)
 
 
 @dataclass
-class LanguageComparison:
+class LanguageComparison(Result):
     """Retrieval scores of the same model in several languages."""
 
     results: dict[str, RetrievalResult] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        return next(iter(self.results.values())).model if self.results else ""
+
+    @property
+    def params(self) -> dict[str, Any]:
+        first = next(iter(self.results.values())).params if self.results else {}
+        return {**{k: v for k, v in first.items() if k != "lang"}, "langs": self.langs}
 
     @property
     def langs(self) -> list[str]:
@@ -399,16 +415,7 @@ class LanguageComparison:
 
     def summary(self) -> pd.DataFrame:
         """Per language: kept/dropped trials, retrieval heads and the best head."""
-        rows = []
-        for lang, res in self.results.items():
-            top = res.top(1)
-            rows.append({
-                "lang": lang, "kept": res.n_kept, "dropped": res.n_dropped,
-                "retrieval_heads": len(res.retrieval_heads()),
-                "best_head": f"{top['layer'][0]}.{top['head'][0]}" if len(top) else "",
-                "best_score": float(top["score"][0]) if len(top) else np.nan,
-            })
-        return pd.DataFrame(rows)
+        return pd.concat([res.summary() for res in self.results.values()], ignore_index=True)
 
     def overlap(self, k: int = 10) -> pd.DataFrame:
         """Jaccard overlap of the languages' top-k head sets (1 = the same heads)."""

@@ -75,3 +75,46 @@ def test_cli_info(tiny_folders, capsys):
     assert main(["info", str(tiny_folders["qwen2"]), "--json"]) == 0
     assert '"n_layers": 2' in capsys.readouterr().out
     assert main(["info", "./missing/folder"]) == 2
+
+
+def _launched(monkeypatch, argv):
+    import app as app_module
+    import workbench.server
+
+    seen = {}
+    monkeypatch.setattr(workbench.server, "launch",
+                        lambda model, host, port, preload: seen.update(model=model, host=host, port=port, preload=preload))
+    assert app_module.main(argv) == 0
+    return seen
+
+
+def test_app_py_is_workbench_app(monkeypatch, capsys):
+    """One definition of the flags and their environment defaults: app.py only forwards to it."""
+    import app as app_module
+    from workbench.cli import main
+
+    helps = []
+    for run in (lambda: app_module.main(["--help"]), lambda: main(["app", "--help"])):
+        with pytest.raises(SystemExit):
+            run()
+        helps.append(capsys.readouterr().out)
+    assert helps[0] == helps[1] and all(flag in helps[0] for flag in ("--model", "--host", "--port", "--no-preload"))
+
+    monkeypatch.setenv("WORKBENCH_MODEL", "some/folder")
+    monkeypatch.setenv("WORKBENCH_PORT", "9999")
+    assert _launched(monkeypatch, ["--no-preload"]) == {"model": "some/folder", "host": "127.0.0.1", "port": 9999,
+                                                          "preload": False}
+    assert _launched(monkeypatch, ["--port", "7000", "--host", "0.0.0.0"])["port"] == 7000
+
+
+def test_space_environment_binds_all_addresses_in_demo_mode():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k not in ("WORKBENCH_HOST", "WORKBENCH_DEMO")}
+    out = subprocess.run([sys.executable, "-c", "import app, os; print(os.environ['WORKBENCH_HOST'], os.environ['WORKBENCH_DEMO'])"],
+                         env={**env, "SPACE_ID": "user/space"}, cwd=Path(__file__).resolve().parent.parent,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["0.0.0.0", "1"]

@@ -22,7 +22,7 @@ from trainers.methods.cc_tuning.method import (
 )
 from trainers.model import load_for_training
 from trainers.methods.cc_tuning.transform_matrix import fit_transform
-from workbench import ops
+from workbench import engine
 from workbench.errors import InputError
 
 RECORDS = [
@@ -160,7 +160,7 @@ def test_injection_only_at_the_tag_after_layer_0(trained):
 
         def keep(name):
             return lambda t, hook: seen.__setitem__(name, t.detach().clone())
-        with torch.no_grad(), ops.hooks(handle, extra + [(n, keep(n)) for n in names]):
+        with torch.no_grad(), engine.hooks(handle, extra + [(n, keep(n)) for n in names]):
             logits = handle.hf_model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         return logits, seen
 
@@ -215,7 +215,7 @@ def test_inference_equals_manual_injection(trained):
     X = torch.randn(handle.facts.d_model, handle.facts.d_model) * 0.3
     ccti = CCTuningInference(handle, dm, X)
     prompt = "le chat est sur le tapis\n"
-    ids = ops.as_ids(handle, prompt)
+    ids = engine.as_ids(handle, prompt)
     tag = torch.tensor([ids.shape[1] - 1])
     with torch.no_grad():  # by hand: read u at the tag, transform, argmax choice, inject at prefill, decode greedily
         u = hf_tag_outputs(ref, ids, None, tag)
@@ -232,18 +232,18 @@ def test_inference_equals_manual_injection(trained):
             cache = out.past_key_values
             expected_logits.append(out.logits[:, -1])
 
-    hooked = ops.generate_greedy(handle, prompt, 4, prefill_hooks=ccti.prefill_hooks(prompt), keep_logits=True)
+    hooked = engine.generate_greedy(handle, prompt, 4, prefill_hooks=ccti.prefill_hooks(prompt), keep_logits=True)
     with ccti.active():
-        active = ops.generate_greedy(handle, prompt, 4, keep_logits=True)
+        active = engine.generate_greedy(handle, prompt, 4, keep_logits=True)
         inside_fp = handle.facts.fingerprint
-        _, cache_in = ops.run_with_cache(handle, ids, [INJECT_HOOK], return_logits=False)
+        cache_in = engine.capture(handle, ids, [INJECT_HOOK])
     assert int(ccti.last_choice) == layer
     assert inside_fp != handle.facts.fingerprint and inside_fp.startswith(handle.facts.fingerprint)
     for gen in (hooked, active):
         assert gen.new_ids[0][: len(manual)] == manual[: len(gen.new_ids[0])]
         for got, want in zip(gen.step_logits, expected_logits):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    _, cache_out = ops.run_with_cache(handle, ids, [INJECT_HOOK], return_logits=False)
+    cache_out = engine.capture(handle, ids, [INJECT_HOOK])
     torch.testing.assert_close(cache_in[INJECT_HOOK][0, -1] - cache_out[INJECT_HOOK][0, -1], delta[0])
     with pytest.raises(InputError):
         CCTuningInference(handle, dm, X, choice="sometimes")
@@ -289,16 +289,16 @@ def test_checkpoint_reloads_to_identical_generations(home, tiny_folders):
     prompt = RECORDS[0]["instruction"] + "\n"
     handle = workbench.load(again.spec)
     with cc_tuning_inference(handle) as ccti:
-        first = ops.generate_greedy(handle, prompt, 6, keep_logits=True)
+        first = engine.generate_greedy(handle, prompt, 6, keep_logits=True)
         assert torch.equal(ccti.decision_maker.proj.weight.detach(), saved_dm)
         np.testing.assert_allclose(ccti.transform.numpy(), fit.matrix.astype(np.float32), rtol=1e-5, atol=1e-6)
-    plain = ops.generate_greedy(handle, prompt, 6, keep_logits=True)
+    plain = engine.generate_greedy(handle, prompt, 6, keep_logits=True)
     assert not torch.equal(plain.step_logits[0], first.step_logits[0])
     MODELS.clear()
     reloaded = workbench.load(again.spec)
     assert reloaded is not handle
     with cc_tuning_inference(reloaded) as ccti:
-        second = ops.generate_greedy(reloaded, prompt, 6, keep_logits=True)
+        second = engine.generate_greedy(reloaded, prompt, 6, keep_logits=True)
     assert second.new_ids == first.new_ids
     for a, b in zip(first.step_logits, second.step_logits):
         torch.testing.assert_close(a, b, rtol=0, atol=0)

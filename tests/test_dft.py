@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 from trainers.config import TrainConfig
 from trainers.methods.dft import DFT, layers_from_entropy, residuals
 from trainers.model import load_for_training
-from workbench import ops
+from workbench import engine
 from workbench.errors import InputError
 
 RECORDS = [
@@ -136,7 +136,7 @@ def test_feature_english_pass_is_detached_by_default(model):
         batch = method.collate(RECORDS, handle.tokenizer, config)
         seen = []
         hook = ("blocks.1.hook_resid_post", lambda t, hook: seen.append(t.requires_grad))
-        with ops.hooks(handle, [hook]):
+        with engine.hooks(handle, [hook]):
             method.loss(handle, batch)
         assert seen == [True, not detach]  # target pass, then the English pass
 
@@ -149,7 +149,7 @@ def test_lens_terms_send_no_gradient_into_the_lens(model):
     handle.hf_model.zero_grad(set_to_none=True)
     total, _ = method.loss(handle, batch)
     total.backward()
-    lens = [p for m in (ops.final_norm(handle), handle.hf_model.get_output_embeddings()) for p in m.parameters()]
+    lens = [p for m in (engine.final_norm(handle), handle.hf_model.get_output_embeddings()) for p in m.parameters()]
     embed = handle.hf_model.get_input_embeddings().weight
     tied = any(p is embed for p in lens)
     for p in lens:
@@ -164,11 +164,11 @@ def test_lens_terms_send_no_gradient_into_the_lens(model):
 def test_lens_pass_stops_after_its_layer(model):
     handle, config, _ = model
     calls = []
-    ids = ops.as_ids(handle, "the cat sat on the mat")
-    with ops.hooks(handle, [("blocks.1.hook_resid_pre", lambda t, hook: calls.append(1))]):
+    ids = engine.as_ids(handle, "the cat sat on the mat")
+    with engine.hooks(handle, [("blocks.1.hook_resid_pre", lambda t, hook: calls.append(1))]):
         kept = residuals(handle, ids, None, [0])
     assert calls == [] and set(kept) == {0}
-    _, cache = ops.run_with_cache(handle, ids, ["blocks.0.hook_resid_post"], return_logits=False)
+    cache = engine.capture(handle, ids, ["blocks.0.hook_resid_post"])
     torch.testing.assert_close(kept[0].detach(), cache["blocks.0.hook_resid_post"])
 
 

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import workbench
-from workbench import ops
+from workbench import engine
 from workbench.datasets.tasks import get_task, load_task
 from workbench.errors import InputError
 from workbench.evals import harness
@@ -42,7 +42,7 @@ def test_generation_scores_equal_a_hand_loop(tiny_gemma):
     for lang in ("en", "zh"):
         scores = []
         for item in load_task("xnli", lang)[:2]:
-            text = ops.generate_greedy(tiny_gemma, item.prompt, max_new_tokens=8).text
+            text = engine.generate_greedy(tiny_gemma, item.prompt, max_new_tokens=8).text
             scores.append(task.score(text.strip().split("\n")[0], item))
         row = result.to_frame().set_index("lang").loc[lang]
         assert (row["score"], row["ci_low"], row["ci_high"]) == bootstrap_ci(scores)
@@ -113,7 +113,7 @@ def test_auto_mode_metrics_per_kind():
 def test_repeat_is_served_from_the_cache(tiny_gemma, monkeypatch, tmp_path):
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
     calls = {"n": 0}
-    real_resid, real_generate = ops.residual_stream, ops.generate_greedy
+    real_scores, real_generate = engine.label_logprobs, engine.generate_greedy
 
     def counting(real):
         def wrapped(*args, **kwargs):
@@ -121,8 +121,8 @@ def test_repeat_is_served_from_the_cache(tiny_gemma, monkeypatch, tmp_path):
             return real(*args, **kwargs)
         return wrapped
 
-    monkeypatch.setattr(ops, "residual_stream", counting(real_resid))
-    monkeypatch.setattr(ops, "generate_greedy", counting(real_generate))
+    monkeypatch.setattr(engine, "label_logprobs", counting(real_scores))
+    monkeypatch.setattr(engine, "generate_greedy", counting(real_generate))
     seen = []
     first = evaluate(tiny_gemma, "globalopinion", ["de"], n=2, progress=lambda f, m: seen.append(f))
     assert calls["n"] > 0 and seen[-1] == 1.0
@@ -211,7 +211,7 @@ def test_tab_runs_and_exports_an_evaluation(tiny_folders, tmp_path, monkeypatch)
         [lang, metric] for lang in ("en", "fr") for metric in ("logprob", "logprob_norm", "logprob_pmi")]
     assert len(items) == 4 and len(fig.data) >= 2
     scores_csv, items_csv = tab.export_eval(result, "csv")
-    assert pd.read_csv(scores_csv)["score"].tolist() == pytest.approx(result.table()["score"].tolist())
+    assert pd.read_csv(scores_csv)["score"].tolist() == pytest.approx(result.summary()["score"].tolist())
     assert len(pd.read_csv(items_csv)) == 4
     with open(tab.export_eval(result, "json")[0], encoding="utf-8") as fh:
         data = json.load(fh)

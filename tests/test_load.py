@@ -42,8 +42,8 @@ def test_concurrent_probe_requests(live_app, monkeypatch):
 
     models.load("gemma-3-270m")  # other tests may have pushed it out of the LRU; load it once, up front
     boots = []
-    real_boot = models._boot
-    monkeypatch.setattr(models, "_boot", lambda *a, **k: boots.append(a) or real_boot(*a, **k))
+    real_boot = models.boot
+    monkeypatch.setattr(models, "boot", lambda *a, **k: boots.append(a) or real_boot(*a, **k))
 
     latencies: list[float] = []
     errors: list[str] = []

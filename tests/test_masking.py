@@ -13,7 +13,7 @@ from probes.masking import (
     masking_hooks,
     parse_heads,
 )
-from workbench import ops
+from workbench import engine
 from workbench.errors import InputError
 
 PROMPT = "the cat sat on the mat and the dog ran in the park"
@@ -32,7 +32,7 @@ def _allowed(handle, layer: int, n: int) -> torch.Tensor:
 
 def _z_and_v(handle, ids, layer, fwd_hooks=()):
     names = [f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.attn.hook_v", f"blocks.{layer}.attn.hook_pattern"]
-    _, cache = ops.run_with_cache(handle, ids, names, fwd_hooks=fwd_hooks, return_logits=False)
+    cache = engine.capture(handle, ids, names, fwd_hooks=fwd_hooks)
     return cache[names[0]][0], cache[names[1]][0], cache[names[2]][0]
 
 
@@ -41,7 +41,7 @@ def test_uniform_mask_averages_values_over_allowed_keys_only(tiny_handle, layer)
     """The masked head's output is the plain mean of V over the causally (and sliding-window)
     allowed keys; every other query head, including those sharing its KV head, is unchanged."""
     h = tiny_handle
-    ids = ops.as_ids(h, PROMPT)
+    ids = engine.as_ids(h, PROMPT)
     n = ids.shape[1]
     assert n > (h.facts.sliding_window or 0)  # the tiny Gemma's window (8) must really slide
     head = 1
@@ -59,27 +59,27 @@ def test_uniform_mask_averages_values_over_allowed_keys_only(tiny_handle, layer)
 def test_uniform_mask_keeps_causality(tiny_handle):
     """Changing the last token must not change any earlier position's logits under masking."""
     h = tiny_handle
-    ids = ops.as_ids(h, PROMPT)
+    ids = engine.as_ids(h, PROMPT)
     changed = ids.clone()
     changed[0, -1] = (changed[0, -1] + 7) % h.facts.d_vocab
     heads = [(0, 0), (0, 3), (1, 2)]
     with mask_heads(h, heads, "uniform"):
-        a = ops.forward(h, ids)
-        b = ops.forward(h, changed)
+        a = engine.forward(h, ids)
+        b = engine.forward(h, changed)
     torch.testing.assert_close(a[0, :-1], b[0, :-1], atol=1e-5, rtol=1e-5)
     assert not torch.allclose(a[0, -1], b[0, -1])
 
 
 def test_zero_mask_zeroes_only_the_chosen_head(tiny_handle):
     h = tiny_handle
-    ids = ops.as_ids(h, PROMPT)
+    ids = engine.as_ids(h, PROMPT)
     z0, _, _ = _z_and_v(h, ids, 1)
     z1, _, _ = _z_and_v(h, ids, 1, masking_hooks(h, [(1, 2)], "zero"))
     assert torch.count_nonzero(z1[:, 2]) == 0
     torch.testing.assert_close(z1[:, [0, 1, 3]], z0[:, [0, 1, 3]], atol=0, rtol=0)
     with mask_heads(h, [(1, 2)], "zero"):
-        masked = ops.forward(h, ids)
-    assert not torch.allclose(masked, ops.forward(h, ids))
+        masked = engine.forward(h, ids)
+    assert not torch.allclose(masked, engine.forward(h, ids))
 
 
 @pytest.mark.parametrize("mode", ["uniform", "zero"])
@@ -90,23 +90,23 @@ def test_masked_generation_with_kv_cache_matches_full_recompute(tiny_handle, mod
     heads = [(0, 1), (1, 0), (1, 3)]
     gen = generate_with_masked_heads(h, PROMPT, heads, mode=mode, max_new_tokens=8)
     assert isinstance(gen, MaskedGeneration) and len(gen.masked_ids) > 0
-    prompt = ops.as_ids(h, PROMPT)
+    prompt = engine.as_ids(h, PROMPT)
     full = torch.cat([prompt, torch.tensor([gen.masked_ids])], dim=1)
     with mask_heads(h, heads, mode):
-        logits = ops.forward(h, full)
+        logits = engine.forward(h, full)
     n = prompt.shape[1]
     predicted = logits[0, n - 1:-1].argmax(-1).tolist()
     assert predicted == gen.masked_ids
-    plain = ops.generate_greedy(h, PROMPT, max_new_tokens=8)
+    plain = engine.generate_greedy(h, PROMPT, max_new_tokens=8)
     assert gen.original_ids == plain.new_ids[0]
 
 
 def test_mask_context_removes_its_hooks(tiny_gemma):
-    ids = ops.as_ids(tiny_gemma, PROMPT)
-    before = ops.forward(tiny_gemma, ids)
+    ids = engine.as_ids(tiny_gemma, PROMPT)
+    before = engine.forward(tiny_gemma, ids)
     with mask_heads(tiny_gemma, [(0, 0), (1, 1)], "uniform"):
         pass
-    torch.testing.assert_close(ops.forward(tiny_gemma, ids), before, atol=0, rtol=0)
+    torch.testing.assert_close(engine.forward(tiny_gemma, ids), before, atol=0, rtol=0)
 
 
 def test_masked_generation_frame_and_difference():
@@ -147,7 +147,7 @@ def test_bad_input_is_explained(tiny_gemma):
 def test_gemma_uniform_mask_acts_on_one_query_head(gemma, layer):
     """On the real model (4 query heads sharing 1 KV head) the bridge computes attention itself,
     so the score hook takes effect: the masked head averages V, its three siblings are unchanged."""
-    ids = ops.as_ids(gemma, "The capital of France is Paris. The capital of Germany is")
+    ids = engine.as_ids(gemma, "The capital of France is Paris. The capital of Germany is")
     z0, _, _ = _z_and_v(gemma, ids, layer)
     z1, v, _ = _z_and_v(gemma, ids, layer, masking_hooks(gemma, [(layer, 2)], "uniform"))
     allowed = _allowed(gemma, layer, ids.shape[1]).float()

@@ -10,7 +10,7 @@ import pytest
 from transformers import AutoTokenizer
 
 import workbench
-from workbench import ops
+from workbench import engine
 from workbench.evals.globesumm.data import GlobeSummError, parse_event, summarize
 from workbench.errors import InputError
 from workbench.evals.globesumm import mcms
@@ -60,7 +60,7 @@ def long_tiny(tiny_folders, tmp_path_factory):
 
 def _reference_run(handle, event, pipeline, budget, new_tokens=4):
     def generate(prompt):
-        return clean_output(ops.generate_greedy(handle, prompt, max_new_tokens=new_tokens).text)
+        return clean_output(engine.generate_greedy(handle, prompt, max_new_tokens=new_tokens).text)
 
     return summarize(event, generate, pipeline, "en", budget, lambda text: len(handle.encode(text)))
 
@@ -83,7 +83,7 @@ def test_pipelines_run_end_to_end_with_the_summarization_metrics(long_tiny, even
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(seen) == 7 + 1
     assert "mill-fire: chronological recurrent (call 2/7)" in seen[1][1]
-    table = result.summary_frame().set_index(["pipeline", "metric"])
+    table = result.summary().set_index(["pipeline", "metric"])
     for metric in mcms.METRICS:
         values = frame[frame["pipeline"] == "recurrent"][metric].tolist()
         mean, low, high = bootstrap_ci(values)
@@ -99,7 +99,7 @@ def test_repeat_reads_the_cache(long_tiny, events, monkeypatch, tmp_path):
     def refuse(*args, **kwargs):
         raise AssertionError("the model was called for a cached run")
 
-    monkeypatch.setattr(ops, "generate_greedy", refuse)
+    monkeypatch.setattr(engine, "generate_greedy", refuse)
     second = run_mcms(long_tiny, events[1:], pipelines=["all"], max_new_tokens=3)
     assert second.rows == first.rows
 
@@ -108,7 +108,7 @@ def test_chat_template_wraps_each_prompt(long_tiny, events):
     result = run_mcms(long_tiny, events[1:], pipelines="all", max_new_tokens=3, chat=True, use_cache=False)
     prompt = result.runs[0].prompts[0]
     ids = long_tiny.encode(f"user says {prompt} end model says")  # BOS from the template, once
-    assert result.rows[0]["summary"] == clean_output(ops.generate_greedy(long_tiny, ids, max_new_tokens=3).text)
+    assert result.rows[0]["summary"] == clean_output(engine.generate_greedy(long_tiny, ids, max_new_tokens=3).text)
 
 
 def test_clean_output_keeps_the_first_paragraph():

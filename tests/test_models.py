@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import workbench
-from workbench import ops
+from workbench import engine
 from workbench.errors import InputError, ModelLoadError
 
 PROMPT = "the cat sat on the mat and the dog"
@@ -26,8 +26,8 @@ def test_facts(tiny_handle):
 
 def test_logits_match_hf(tiny_handle):
     hf = _hf(tiny_handle)
-    ids = ops.as_ids(tiny_handle, PROMPT)
-    ours = ops.forward(tiny_handle, ids)
+    ids = engine.as_ids(tiny_handle, PROMPT)
+    ours = engine.forward(tiny_handle, ids)
     with torch.no_grad():
         ref = hf(ids).logits
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
@@ -35,8 +35,8 @@ def test_logits_match_hf(tiny_handle):
 
 def test_greedy_matches_hf_generate(tiny_handle):
     hf = _hf(tiny_handle)
-    ids = ops.as_ids(tiny_handle, PROMPT)
-    gen = ops.generate_greedy(tiny_handle, ids, max_new_tokens=12)
+    ids = engine.as_ids(tiny_handle, PROMPT)
+    gen = engine.generate_greedy(tiny_handle, ids, max_new_tokens=12)
     with torch.no_grad():
         ref = hf.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=0)
     ref_new = ref[0, ids.shape[1]:].tolist()
@@ -49,21 +49,21 @@ def test_greedy_matches_hf_generate(tiny_handle):
 def test_generation_builds_no_autograd_graph(tiny_gemma):
     """Generation is inference: no graph may grow along the KV cache, step after step."""
     grad_on = []
-    ops.generate_greedy(tiny_gemma, PROMPT, max_new_tokens=3,
+    engine.generate_greedy(tiny_gemma, PROMPT, max_new_tokens=3,
                         on_step=lambda step, nxt: grad_on.append(torch.is_grad_enabled()))
     assert grad_on and not any(grad_on)
 
 
 def test_lens_last_layer_is_final_logits(tiny_handle):
-    ids = ops.as_ids(tiny_handle, PROMPT)
-    resid = ops.residual_stream(tiny_handle, ids)
-    lens = ops.lens_logits(tiny_handle, resid[-1])
-    torch.testing.assert_close(lens, ops.forward(tiny_handle, ids), atol=1e-4, rtol=1e-4)
+    ids = engine.as_ids(tiny_handle, PROMPT)
+    resid = engine.residual_stream(tiny_handle, ids)
+    lens = engine.lens_logits(tiny_handle, resid[-1])
+    torch.testing.assert_close(lens, engine.forward(tiny_handle, ids), atol=1e-4, rtol=1e-4)
 
 
 def test_lens_middle_layer_matches_hf_hidden_states(tiny_handle):
     hf = _hf(tiny_handle)
-    ids = ops.as_ids(tiny_handle, PROMPT)
+    ids = engine.as_ids(tiny_handle, PROMPT)
     with torch.no_grad():
         hidden = hf(ids, output_hidden_states=True).hidden_states  # [embed, layer0, layer1 (normed)]
         base = hf.base_model
@@ -72,41 +72,42 @@ def test_lens_middle_layer_matches_hf_hidden_states(tiny_handle):
         cap = getattr(hf.config, "final_logit_softcapping", None)
         if cap:
             ref = torch.tanh(ref / cap) * cap
-        lens = ops.lens_logits(tiny_handle, ops.residual_stream(tiny_handle, ids, layers=[0])[0])
+        lens = engine.lens_logits(tiny_handle, engine.residual_stream(tiny_handle, ids, layers=[0])[0])
     torch.testing.assert_close(lens, ref, atol=1e-5, rtol=1e-5)
 
 
 def test_hooks_are_removed_after_use(tiny_gemma):
-    ids = ops.as_ids(tiny_gemma, PROMPT)
-    before = ops.forward(tiny_gemma, ids)
+    ids = engine.as_ids(tiny_gemma, PROMPT)
+    before = engine.forward(tiny_gemma, ids)
     zero = lambda t, hook: torch.zeros_like(t)  # noqa: E731
-    hooked = ops.forward(tiny_gemma, ids, fwd_hooks=[("blocks.0.hook_mlp_out", zero)])
+    hooked = engine.forward(tiny_gemma, ids, fwd_hooks=[("blocks.0.hook_mlp_out", zero)])
     assert not torch.allclose(before, hooked)
-    torch.testing.assert_close(ops.forward(tiny_gemma, ids), before)
+    torch.testing.assert_close(engine.forward(tiny_gemma, ids), before)
 
 
 def test_prefill_hooks_only_touch_the_prompt(tiny_gemma):
     seen = []
     record = lambda t, hook: seen.append(t.shape[1])  # noqa: E731
-    ops.generate_greedy(tiny_gemma, PROMPT, max_new_tokens=4, prefill_hooks=[("blocks.1.hook_mlp_out", record)])
+    engine.generate_greedy(tiny_gemma, PROMPT, max_new_tokens=4, prefill_hooks=[("blocks.1.hook_mlp_out", record)])
     assert len(seen) == 1 and seen[0] > 1
 
 
 def test_run_with_cache_keeps_only_named(tiny_gemma):
-    ids = ops.as_ids(tiny_gemma, PROMPT)
-    logits, cache = ops.run_with_cache(tiny_gemma, ids, ["blocks.1.hook_mlp_out"], positions=[-1])
+    ids = engine.as_ids(tiny_gemma, PROMPT)
+    cache = engine.capture(tiny_gemma, ids, ["blocks.1.hook_mlp_out"], at=[-1], logits=True)
+    logits = cache.logits
     assert list(cache) == ["blocks.1.hook_mlp_out"] and cache["blocks.1.hook_mlp_out"].shape == (1, 1, 64)
 
 
 def test_bad_inputs(tiny_gemma):
     with pytest.raises(InputError, match="empty"):
-        ops.as_ids(tiny_gemma, "   ")
+        engine.as_ids(tiny_gemma, "   ")
     with pytest.raises(InputError, match="out of range"):
-        ops.check_layer(tiny_gemma, 5)
+        engine.check_layer(tiny_gemma, 5)
     with pytest.raises(InputError, match="at most"):
-        ops.as_ids(tiny_gemma, list(range(5)) * 200)
+        engine.as_ids(tiny_gemma, list(range(5)) * 200)
     with pytest.raises(InputError, match="Unknown hook"):
-        ops.forward(tiny_gemma, ops.as_ids(tiny_gemma, PROMPT), fwd_hooks=[("blocks.9.nope", lambda t, h: t)])
+        engine.forward(tiny_gemma, engine.as_ids(tiny_gemma, PROMPT), fwd_hooks=[("blocks.9.nope", lambda t, h: t)])
 
 
 # --------------------------------------------------------------------------- loading errors
@@ -123,7 +124,7 @@ def test_unreachable_hub_fails_fast(monkeypatch):
     from workbench import models
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=2.0: False)
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=2.0: False)
     start = time.time()
     with pytest.raises(ModelLoadError, match="cannot be reached"):
         workbench.load("some-org/not-a-model")

@@ -6,7 +6,7 @@ import torch
 
 from probes import pivot as lens
 from probes.tokens import prefix_token_ids
-from workbench import ops
+from workbench import engine
 from workbench.datasets.lexicon import load_concepts
 
 
@@ -17,7 +17,7 @@ def test_gemma_last_layer_is_the_models_own_prediction(gemma):
     assert result.n_items + len(result.dropped) == 8 and result.n_items >= 4
     item = result.items[0]
     with torch.no_grad():
-        probs = torch.softmax(ops.forward(gemma, ops.as_ids(gemma, item["prompt"]))[0, -1].double(), -1)
+        probs = torch.softmax(engine.forward(gemma, engine.as_ids(gemma, item["prompt"]))[0, -1].double(), -1)
     for lang in result.languages:
         expected = float(probs[sorted(prefix_token_ids(gemma.tokenizer, item["words"][lang]))].sum())
         assert result.prob(lang)[0, -1] == pytest.approx(expected, abs=1e-4)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from probes import retrieval as R
-from workbench import ops
+from workbench import engine
 from workbench.datasets import haystack
 from workbench.errors import InputError
 
@@ -74,14 +74,14 @@ def test_key_index_to_position_shift():
 def _full_recompute_argmax(handle, ids):
     """Argmax over keys of every query row from one cache-free forward pass: (T, L, H)."""
     names = [f"blocks.{l}.attn.hook_pattern" for l in range(handle.n_layers)]
-    _, cache = ops.run_with_cache(handle, ids, names, return_logits=False)
+    cache = engine.capture(handle, ids, names)
     return torch.stack([cache[n][0].argmax(-1).T for n in names], dim=1).numpy()
 
 
 def _record(handle, prompt_ids, steps):
     rec = R.ArgmaxRecorder(handle, len(prompt_ids))
     tokens = []
-    ops.generate_greedy(handle, prompt_ids, steps, fwd_hooks=rec.hooks(),
+    engine.generate_greedy(handle, prompt_ids, steps, fwd_hooks=rec.hooks(),
                         on_step=lambda s, nxt: tokens.append(int(nxt[0])))
     return rec, tokens
 
@@ -132,7 +132,7 @@ def test_run_trial_scores_its_own_trace(tiny_gemma):
     rec = R.run_trial(tiny_gemma, trial, max_new_tokens=5)
     assert rec.attended.shape == (len(rec.tokens), 2, 4)
     np.testing.assert_allclose(rec.scores, R.score_trace(rec.attended, rec.tokens, trial.prompt_ids, (1, 7)))
-    plain = ops.generate_greedy(tiny_gemma, trial.prompt_ids, 5, stop_at_newline=True)
+    plain = engine.generate_greedy(tiny_gemma, trial.prompt_ids, 5, stop_at_newline=True)
     assert rec.tokens.tolist()[: len(plain.new_ids[0])] == plain.new_ids[0]
     assert rec.kept == (rec.recall > 0.5)
     assert rec.window_sees_needle is False  # needle at 1..7, window 8 of a 12+-token prompt

@@ -8,7 +8,7 @@ import torch
 import workbench
 from probes.masking import generate_with_masked_heads
 from trainers.methods import rhio
-from workbench import ops
+from workbench import engine
 from workbench.datasets.faithfulness import load_faithfulness
 from workbench.errors import InputError
 
@@ -98,10 +98,10 @@ def test_rhio_training_keeps_control_tokens_through_save_and_reload(prepared, ho
     result = train(cfg)
     reloaded = workbench.load(result.checkpoint.spec)
     assert rhio.control_ids(reloaded.tokenizer) == rhio.control_ids(prepared.tokenizer)
-    ids = ops.as_ids(reloaded, rhio.control_prompt("Question: x?\nAnswer:", rhio.NEG) + "\n")
+    ids = engine.as_ids(reloaded, rhio.control_prompt("Question: x?\nAnswer:", rhio.NEG) + "\n")
     trained = result.handle
     with torch.no_grad():
-        torch.testing.assert_close(ops.forward(reloaded, ids), trained.hf_model(ids).logits, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(engine.forward(reloaded, ids), trained.hf_model(ids).logits, atol=1e-4, rtol=1e-4)
 
 
 def test_rhio_loss_is_both_cross_entropies(prepared):
@@ -138,4 +138,4 @@ def test_faithfulness_view(prepared, tiny_folders):
     with pytest.raises(gr.Error, match="No faithfulness item"):
         compare_answers(str(tiny_folders["gemma3"]), prepared.facts.spec, "nope", 1.0, 4, progress=lambda *a, **k: None)
     result = evaluate_faithfulness(prepared, [item], "contrastive", max_new_tokens=4, max_chars=200)
-    assert set(result.summary()) >= {"support", "rougeL", "items"} and result.summary()["items"] == 1
+    assert set(result.summary()) >= {"support", "rougeL", "items"} and result.summary().iloc[0]["items"] == 1

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workbench import ops
+from workbench import engine
 from workbench.errors import WorkbenchError
 from workbench.models import resolve_spec
 from workbench.paths import safe_child
@@ -42,7 +42,7 @@ def test_model_specs_resolve_or_explain(spec):
 @given(prompt=odd_text)
 def test_any_prompt_encodes_or_explains(tiny_gemma, prompt):
     try:
-        ids = ops.as_ids(tiny_gemma, prompt)
+        ids = engine.as_ids(tiny_gemma, prompt)
     except WorkbenchError as exc:
         assert "empty" in str(exc) or "tokens" in str(exc)
         return
@@ -51,14 +51,14 @@ def test_any_prompt_encodes_or_explains(tiny_gemma, prompt):
 
 def test_prompt_beyond_context_is_refused(tiny_gemma):
     with pytest.raises(WorkbenchError, match="reads at most"):
-        ops.as_ids(tiny_gemma, "word " * 5000)
+        engine.as_ids(tiny_gemma, "word " * 5000)
 
 
 @FAST
 @given(layer=st.integers(min_value=-50, max_value=50))
 def test_layers_in_range_or_explained(tiny_gemma, layer):
     try:
-        assert 0 <= ops.check_layer(tiny_gemma, layer) < tiny_gemma.n_layers
+        assert 0 <= engine.check_layer(tiny_gemma, layer) < tiny_gemma.n_layers
     except WorkbenchError as exc:
         assert "out of range" in str(exc)
 
@@ -67,7 +67,7 @@ def test_layers_in_range_or_explained(tiny_gemma, layer):
 @given(head=st.integers(min_value=-10, max_value=10))
 def test_heads_in_range_or_explained(tiny_gemma, head):
     try:
-        assert 0 <= ops.check_head(tiny_gemma, head) < tiny_gemma.facts.n_heads
+        assert 0 <= engine.check_head(tiny_gemma, head) < tiny_gemma.facts.n_heads
     except WorkbenchError as exc:
         assert "out of range" in str(exc)
 

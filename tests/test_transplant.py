@@ -18,8 +18,9 @@ from probes.transplant import (
     upper_bound,
 )
 from probes.transplant.cases import answer_for, make_case
-from probes.transplant.runs import prefix, run_rows
-from workbench import ops
+from probes.transplant.runs import run_rows
+from workbench.engine import prefix
+from workbench import engine
 from workbench.datasets.tasks import load_task
 from workbench.errors import InputError
 
@@ -116,7 +117,7 @@ def test_transplant_equals_hand_written_hooks(tiny_folders, items, arch, site):
     handle, ref = _handle_and_reference(tiny_folders, arch)
     item, s, t = items[0], 0, 1
     case = make_case(item, "en->x")
-    main, aux = ops.as_ids(handle, case.item.prompt), ops.as_ids(handle, case.aux_prompt)
+    main, aux = engine.as_ids(handle, case.item.prompt), engine.as_ids(handle, case.aux_prompt)
     vector = ref.source(aux, s, site)
     run = transplant(handle, item, s, t, site=site, max_new_tokens=6, stop_at_newline=False)
     eos = {handle.tokenizer.eos_token_id}
@@ -137,8 +138,8 @@ def test_only_the_last_prompt_position_and_only_the_prefill_change(tiny_folders,
     handle, ref = _handle_and_reference(tiny_folders, "gemma3")
     for item in items:
         case = make_case(item, "en->x")
-        main = ops.as_ids(handle, case.item.prompt)
-        vector = ref.source(ops.as_ids(handle, case.aux_prompt), 1, "mlp")
+        main = engine.as_ids(handle, case.item.prompt)
+        vector = ref.source(engine.as_ids(handle, case.aux_prompt), 1, "mlp")
         out = run_rows(handle, prefix(handle, main), "mlp", [0], vector[None], [[5]], max_new_tokens=8)
         new, last = out.new_ids[0], main.shape[1] - 1
         full = torch.cat([main, torch.tensor([new], dtype=torch.long)], dim=1)
@@ -230,7 +231,7 @@ def _grid(correct, control, baseline, ids):
     items = load_task("word_translation", "fr")[:n]
     assert len(ids) == n
     return TransplantGrid(
-        spec="hand", task="word_translation", lang="fr", site="mlp", direction="en->x", mode="overall",
+        model="hand", task="word_translation", lang="fr", site="mlp", direction="en->x", mode="overall",
         scoring="probability", sources=[3, 5], targets=[1, 2][:T], items=items, aux_prompts=[""] * n,
         control_ids=[items[0].id] * n, chance=np.full(n, 0.25), baseline_correct=np.array(baseline, bool),
         baseline_p=np.zeros(n), correct=correct, p=np.zeros(correct.shape), control_correct=control,

@@ -42,3 +42,22 @@ def test_prepared_unlearning_data_is_downloadable(tmp_path, monkeypatch):
         assert Path(f).parent.parent == export_dir()
         assert Path(f).read_bytes() == (home / Path(f).name).read_bytes()
     assert str(home) in message
+
+
+def test_export_rows_writes_strict_json_and_one_csv_per_table():
+    import json
+    import math
+
+    from workbench.ui.common import export_rows
+
+    frame = pd.DataFrame({"token": ["a", "b"], "p": [math.nan, math.inf]})
+    csvs = export_rows({"scores": frame, "items": frame.head(1)}, "rows")
+    assert [Path(p).name.split("-")[1] for p in csvs] == ["scores", "items"]
+    assert pd.read_csv(csvs[1])["token"].tolist() == ["a"]
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    (blob,) = export_rows({"scores": frame}, "rows", "json")
+    assert json.loads(Path(blob).read_text(encoding="utf-8"), parse_constant=refuse) == {
+        "scores": [{"token": "a", "p": None}, {"token": "b", "p": None}]}

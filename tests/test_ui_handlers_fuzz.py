@@ -504,11 +504,11 @@ def test_generation_stops_when_the_context_is_full(ctx):
     """A huge max_new_tokens used to decode past the context window: GPT-2's learned positions run
     out there, and 10**9 steps never end."""
     import workbench
-    from workbench import ops
+    from workbench import engine
 
     handle = workbench.load(ctx.gpt2)
     prompt = [5] * (handle.facts.n_ctx - 4)
-    gen = ops.generate_greedy(handle, prompt, 10**9)
+    gen = engine.generate_greedy(handle, prompt, 10**9)
     assert 1 <= len(gen.new_ids[0]) <= 5
 
 

@@ -78,7 +78,7 @@ def _loss(method, setup):
 def test_answer_scores_match_full_logits(setup):
     model, tok = setup.model.handle.hf_model, setup.model.handle.tokenizer
     batch = GA().collate(RECORDS, tok, setup.config)
-    scores = answer_scores(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    scores = answer_scores(setup.model.handle, batch["input_ids"], batch["attention_mask"], batch["labels"])
     for row, record in enumerate(RECORDS):
         expected, _ = _token_logprobs(model, tok, record["instruction"], record["output"])
         got = scores.token_logprobs[row][scores.mask[row].bool()].tolist()
@@ -103,7 +103,7 @@ def test_kl(setup):
         kls = []
         for q, a in retain:
             _, logits = _token_logprobs(model, tok, q, a)
-            _, ref_logits = _token_logprobs(method.reference, tok, q, a)
+            _, ref_logits = _token_logprobs(method.reference.hf_model, tok, q, a)
             for z, z_ref in zip(logits, ref_logits):
                 p_ref = torch.softmax(z_ref, -1)
                 kls.append(float((p_ref * (torch.log(p_ref) - torch.log_softmax(z, -1))).sum()))
@@ -117,7 +117,7 @@ def test_dpo_npo(setup):
     model, tok = setup.model.handle.hf_model, setup.model.handle.tokenizer
     forget, retain, idk = _parts(RECORDS)
     dpo, npo, npo_gd = setup.make(DPO), setup.make(NPO), setup.make(NPOGD)
-    ref = dpo.reference
+    ref = dpo.reference.hf_model
     with torch.no_grad():
         dpo_terms, npo_terms = [], []
         for (q, a), (_, i) in zip(forget, idk):
@@ -156,22 +156,22 @@ def test_step_directions_and_frozen_reference(tiny_folders):
         method = cls()
         method.setup(model.handle, config, accelerator)
         batch = method.collate(RECORDS, model.handle.tokenizer, config)
-        before_ref = {k: v.clone() for k, v in method.reference.state_dict().items()} if method.reference else None
+        before_ref = {k: v.clone() for k, v in method.reference.hf_model.state_dict().items()} if method.reference else None
         params = [p for p in model.handle.hf_model.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=0.05)
         with torch.no_grad():
-            start = method._scores(model.handle.hf_model, batch, watched).nll.item()
+            start = method._scores(model.handle, batch, watched).nll.item()
         for _ in range(3):
             loss, _ = method.loss(model.handle, batch)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
         with torch.no_grad():
-            end = method._scores(model.handle.hf_model, batch, watched).nll.item()
+            end = method._scores(model.handle, batch, watched).nll.item()
         assert sign * (end - start) > 0, (cls.name, start, end)
         if before_ref is not None:
-            assert not method.reference.training
-            for name, p in method.reference.named_parameters():
+            assert not method.reference.hf_model.training
+            for name, p in method.reference.hf_model.named_parameters():
                 assert not p.requires_grad and p.grad is None
                 assert torch.equal(p, before_ref[name]), name
 

@@ -22,7 +22,7 @@ from trainers.methods.unlearning.pipeline import (
     unlearning_records,
 )
 from trainers.methods.unlearning.results import UnlearningResults
-from workbench import ops
+from workbench import engine
 from trainers.methods.unlearning.entities import QAPair
 from workbench.errors import InputError
 from trainers.methods.unlearning import tofu
@@ -38,18 +38,17 @@ def _pair(i: int, answer: str = "the cat sat in the park") -> QAPair:
 
 @pytest.fixture(scope="module")
 def plain(tiny_folders):
-    from transformers import AutoTokenizer
-
     folder = tiny_folders["gemma3"]
-    return load_reference(str(folder)), AutoTokenizer.from_pretrained(folder)
+    handle = load_reference(str(folder))
+    return handle, handle.tokenizer
 
 
 def test_greedy_answers_match_workbench_greedy(plain, tiny_gemma):
     model, tok = plain
-    got = greedy_answers(model, tok, QUESTIONS, max_new_tokens=6, batch_size=3)  # left-padded batch
+    got = greedy_answers(model, QUESTIONS, max_new_tokens=6, batch_size=3)
     for question, answer in zip(QUESTIONS, got):
         prompt = [tok.bos_token_id] + tok(question + "\n", add_special_tokens=False)["input_ids"]
-        expected = ops.generate_greedy(tiny_gemma, prompt, max_new_tokens=6, stop_at_newline=True).texts[0]
+        expected = engine.generate_greedy(tiny_gemma, prompt, max_new_tokens=6, stop_at_newline=True).texts[0]
         assert answer == expected.strip()
 
 
@@ -58,18 +57,18 @@ def _mean_logprob(model, tok, question, answer):
     reply = tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     ids = torch.tensor([prompt + reply])
     with torch.no_grad():
-        logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+        logp = torch.log_softmax(model.hf_model(ids).logits[0].float(), -1)
     return float(np.mean([logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(reply)]))
 
 
 def test_scores_match_full_logits(plain):
     model, tok = plain
     pairs = [_pair(i) for i in range(3)]
-    means = answer_logprob_means(model, tok, [p.question for p in pairs], ["blue", "the dog ran far", "x"], batch_size=2)
+    means = answer_logprob_means(model, [p.question for p in pairs], ["blue", "the dog ran far", "x"], batch_size=2)
     for value, q, a in zip(means, [p.question for p in pairs], ["blue", "the dog ran far", "x"]):
         assert value == pytest.approx(_mean_logprob(model, tok, q, a), abs=1e-4)
     for set_name in ("forget", "real_world"):
-        frame = score_pairs(model, tok, pairs, set_name, batch_size=4, max_new_tokens=4)
+        frame = score_pairs(model, pairs, set_name, batch_size=4, max_new_tokens=4)
         for pair, row in zip(pairs, frame.itertuples()):
             gold = _mean_logprob(model, tok, pair.question, pair.answer)
             para = _mean_logprob(model, tok, pair.question, pair.paraphrased_answer)
@@ -82,7 +81,7 @@ def test_scores_match_full_logits(plain):
                 assert row.probability == pytest.approx(share, rel=1e-3)
             assert row.rougeL_recall == tofu.rougeL_recall(row.generation, pair.answer)
     with pytest.raises(InputError, match="no QA pairs"):
-        score_pairs(model, tok, [], "forget")
+        score_pairs(model, [], "forget")
 
 
 def _items(set_name, ratios, rouge=0.5, prob=0.25):
@@ -94,7 +93,7 @@ def test_summaries_forget_quality_and_utility_by_hand():
                        _items("retain", [0.2, 0.6], rouge=0.8), _items("real_world", [0.5, 0.5], prob=0.5)])
     reference = pd.concat([_items("forget", [0.5, 2.0, 1.0]), _items("target", [1.0, 2.0, 3.0])])
     evaluation = summarize_items(items, reference)
-    row = evaluation.summary()
+    row = evaluation.summary().iloc[0]
     assert row["forget.truth_ratio"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)  # min(R, 1/R)
     assert row["retain.truth_ratio"] == pytest.approx((0.8 + 0.4) / 2)  # max(0, 1 - R)
     assert row["forget_quality.forget"] == pytest.approx(1.0)  # identical samples
@@ -194,12 +193,8 @@ def test_tab_handlers(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_default_model_knows_the_real_capitals():
     """The pre-trained track relies on facts gemma-3-270m answers correctly with greedy decoding."""
-    from transformers import AutoTokenizer
-
     from trainers.methods.unlearning.pipeline import check_real_entities
-    from workbench.models import resolve_spec
 
     candidates = [c for c in real_entity_candidates(["Italy", "Spain", "Russia"]) if c[0].attribute == "capital"]
-    model = load_reference("gemma-3-270m")
-    check = check_real_entities(model, AutoTokenizer.from_pretrained(resolve_spec("gemma-3-270m").path), candidates, 12)
+    check = check_real_entities(load_reference("gemma-3-270m"), candidates, 12)
     assert check["correct"].all(), check[["question", "generation"]].to_string()

@@ -42,12 +42,12 @@ def test_pipeline_end_to_end(tiny_folders, tmp_path, monkeypatch):
 
     # The reference model of NPO stayed frozen: same weights as the injected checkpoint it was loaded from.
     npo = next(m for m in built if m.name == "unlearn-npo")
-    assert not npo.reference.training
-    assert all(not p.requires_grad and p.grad is None for p in npo.reference.parameters())
+    assert not npo.reference.hf_model.training
+    assert all(not p.requires_grad and p.grad is None for p in npo.reference.hf_model.parameters())
     from trainers.methods.unlearning.methods import load_reference
 
     injected_model = load_reference(registry.latest("tiny-inject").spec)
-    for (name, p), q in zip(npo.reference.named_parameters(), injected_model.parameters()):
+    for (name, p), q in zip(npo.reference.hf_model.named_parameters(), injected_model.hf_model.parameters()):
         assert p.equal(q), name
     # Unlearned checkpoints are deleted once scored; the injected and retain-only models stay.
     assert registry.list_checkpoints("tiny-injected-npo") == []

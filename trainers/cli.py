@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-
-import yaml
 
 from workbench.cli import command
 
@@ -31,17 +28,18 @@ def _train_configure(p: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
-    """The configuration a `workbench train` command line describes."""
-    config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig(method=args.method)
-    declared = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")).get("method") if args.config else None
+    """The configuration a `workbench train` command line describes: file, then --set, then flags."""
+    values = TrainConfig.read_yaml(args.config) if args.config else {"method": args.method}
+    config = TrainConfig.from_dict(values, source=args.config or "the command line")
+    declared = values.get("method")
     if declared and declared != args.method:
         raise ConfigError(f"{args.config} is a configuration for {declared!r}, not {args.method!r}.")
-    updates = {"method": args.method}
+    updates = {**TrainConfig.parse_assignments(args.set), "method": args.method}
     if args.output:
         updates["output"] = args.output
     if args.resume:
         updates["resume"] = True
-    return config.with_overrides(args.set).with_overrides(updates)
+    return config.with_overrides(updates)
 
 
 def _train_run(args: argparse.Namespace) -> None:

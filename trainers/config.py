@@ -1,7 +1,10 @@
-"""The training configuration: one dataclass, loadable from YAML, checked before any model loads.
+"""Configurations read from YAML and `--set key=value`, checked before any model loads.
 
-Every trainer (SFT, CC-Tuning, DFT, ...) reads the same fields; options that only one method
-understands go in `method_args` and are passed to that method's constructor.
+`YamlConfig` is the one reader and override parser every configuration dataclass shares (the
+training configuration here, the unlearning pipeline's), so both accept the same syntax and refuse
+unknown keys and wrong types with the same messages. `TrainConfig` is what every trainer (SFT,
+CC-Tuning, DFT, ...) reads; options that only one method understands go in `method_args` and are
+passed to that method's constructor.
 """
 
 from __future__ import annotations
@@ -9,9 +12,10 @@ from __future__ import annotations
 import difflib
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import yaml
 
@@ -26,11 +30,90 @@ BOOKKEEPING_FIELDS = frozenset({"resume", "eval_every", "save_every", "keep_last
 
 
 class ConfigError(InputError):
-    """A training configuration that cannot run, with the reason in words."""
+    """A configuration that cannot run, with the reason in words."""
+
+
+class YamlConfig:
+    """Base of the configuration dataclasses: built from YAML, a dict or `key=value` overrides,
+    with numeric strings coerced for float fields, every field's type checked, then `validate()`.
+    Subclasses are dataclasses; `error` is the exception they raise."""
+
+    error: ClassVar[type[ConfigError]] = ConfigError
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            value = _coerce_float(getattr(self, f.name), hints[f.name])
+            setattr(self, f.name, value)
+            if not _matches(value, hints[f.name]):
+                raise self.error(f"{f.name} must be {_type_name(hints[f.name])} (got {value!r} of type "
+                                 f"{type(value).__name__}).")
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `error` naming the first field with a wrong value (types are checked already)."""
+
+    @classmethod
+    def from_dict(cls, values: Any, source: str = "the configuration") -> Self:
+        if not isinstance(values, dict):
+            raise cls.error(f"{source} must be a mapping of option: value (got {type(values).__name__}).")
+        known = {f.name for f in fields(cls)}
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise cls.error(f"Unknown option(s) in {source}: {', '.join(hints)}. Known options: {', '.join(sorted(known))}.")
+        return cls(**values)
+
+    @classmethod
+    def read_yaml(cls, path: str | Path) -> Any:
+        """The parsed contents of a configuration file (not yet checked to be a mapping)."""
+        path = Path(path)
+        if not path.is_file():
+            raise cls.error(f"Configuration file {path} does not exist.")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise cls.error(f"{path} is not valid YAML: {exc}") from None
+        if values is None:
+            raise cls.error(f"Configuration file {path} is empty.")
+        return values
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Self:
+        return cls.from_dict(cls.read_yaml(path), source=str(path))
+
+    @classmethod
+    def parse_assignments(cls, assignments: Sequence[str]) -> dict[str, Any]:
+        """`key=value` strings as a dict; values are read as YAML (`true`, `2e-5`, `[fr, de]`), an
+        empty value is None, and text that is not valid YAML stays a string."""
+        updates: dict[str, Any] = {}
+        for item in assignments:
+            key, sep, raw = item.partition("=")
+            if not sep or not key.strip():
+                raise cls.error(f"Override {item!r} must look like key=value.")
+            try:
+                updates[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+            except yaml.YAMLError:
+                updates[key.strip()] = raw
+        return updates
+
+    def with_overrides(self, assignments: Sequence[str] | Mapping[str, Any], source: str = "the overrides") -> Self:
+        """A copy with `key=value` strings (see `parse_assignments`) or a dict applied."""
+        updates = dict(assignments) if isinstance(assignments, Mapping) else self.parse_assignments(assignments)
+        return type(self).from_dict({**self.to_dict(), **updates}, source=source)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(YamlConfig):
     """Everything a training run needs. `batch_size` is per process and per micro-batch: the
     global batch is batch_size x grad_accum x number of processes."""
 
@@ -66,17 +149,8 @@ class TrainConfig:
     resume: bool = False
     method_args: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        _coerce_floats(self)
-        self.validate()
-
-    # ------------------------------------------------------------------ checks
-
     def validate(self) -> None:
-        """Raise ConfigError naming the first field with a wrong type or value."""
-        hints = typing.get_type_hints(type(self))
-        for f in fields(self):
-            _check_type(f.name, getattr(self, f.name), hints[f.name])
+        """Raise ConfigError naming the first field with a wrong value."""
         _positive(self, "lr", "batch_size", "grad_accum", "epochs", "lora_r", "lora_alpha", "log_every")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"max_steps must be at least 1 (got {self.max_steps}); leave it empty to train for `epochs`.")
@@ -105,58 +179,6 @@ class TrainConfig:
         if self.eval_data and self.eval_fraction:
             raise ConfigError("Give either eval_data or eval_fraction, not both.")
 
-    # ------------------------------------------------------------------ (de)serialisation
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "the configuration") -> "TrainConfig":
-        if not isinstance(values, dict):
-            raise ConfigError(f"{source} must be a mapping of option: value (got {type(values).__name__}).")
-        known = {f.name for f in fields(cls)}
-        unknown = [k for k in values if k not in known]
-        if unknown:
-            hints = []
-            for key in unknown:
-                close = difflib.get_close_matches(str(key), known, n=1)
-                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ConfigError(f"Unknown option(s) in {source}: {', '.join(hints)}. Known options: {', '.join(sorted(known))}.")
-        return cls(**values)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "TrainConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"Configuration file {path} does not exist.")
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-        if values is None:
-            raise ConfigError(f"Configuration file {path} is empty.")
-        return cls.from_dict(values, source=str(path))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
-
-    def with_overrides(self, assignments: list[str] | dict[str, Any]) -> "TrainConfig":
-        """A copy with `key=value` strings (values parsed as YAML) or a dict applied."""
-        if isinstance(assignments, dict):
-            updates = dict(assignments)
-        else:
-            updates = {}
-            for item in assignments:
-                key, sep, raw = item.partition("=")
-                if not sep or not key.strip():
-                    raise ConfigError(f"Override {item!r} must look like key=value.")
-                try:
-                    updates[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-                except yaml.YAMLError:
-                    updates[key.strip()] = raw
-        merged = {**self.to_dict(), **updates}
-        return type(self).from_dict(merged, source="the overrides")
-
     def replace(self, **changes: Any) -> "TrainConfig":
         return replace(self, **changes)
 
@@ -168,16 +190,14 @@ class TrainConfig:
 
 # ---------------------------------------------------------------------- helpers
 
-def _coerce_floats(cfg: TrainConfig) -> None:
+def _coerce_float(value: Any, hint: Any) -> Any:
     """YAML reads `1e-4` (no dot) as a string: accept numeric strings for float fields."""
-    hints = typing.get_type_hints(type(cfg))
-    for f in fields(cfg):
-        value, hint = getattr(cfg, f.name), hints[f.name]
-        if isinstance(value, str) and (hint is float or float in typing.get_args(hint)):
-            try:
-                setattr(cfg, f.name, float(value))
-            except ValueError:
-                pass  # reported by validate() with the field's name
+    if isinstance(value, str) and (hint is float or float in typing.get_args(hint)):
+        try:
+            return float(value)
+        except ValueError:
+            pass  # reported by the type check with the field's name
+    return value
 
 
 def _positive(cfg: TrainConfig, *names: str) -> None:
@@ -215,7 +235,3 @@ def _matches(value: Any, hint: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, hint)
 
-
-def _check_type(name: str, value: Any, hint: Any) -> None:
-    if not _matches(value, hint):
-        raise ConfigError(f"{name} must be {_type_name(hint)} (got {value!r} of type {type(value).__name__}).")

@@ -16,11 +16,11 @@ import torch
 
 from workbench.cache import stable_hash
 from workbench.datasets.jsonl import json_objects
+from workbench.engine import IGNORE_INDEX
 from workbench.errors import InputError
 from workbench.paths import PACKAGE_DATA
 
 DEMO_FILE = PACKAGE_DATA / "train" / "demo.jsonl"
-IGNORE_INDEX = -100
 
 
 class DataError(InputError):

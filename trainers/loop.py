@@ -31,6 +31,7 @@ from workbench import registry
 from workbench.errors import InputError, WorkbenchError
 from workbench.models import resolve_spec
 from workbench.paths import atomic_write_text, safe_child, subdir
+from workbench.progress import Progress, progress_bar
 
 from . import state as resume_state
 from .config import TrainConfig
@@ -39,7 +40,6 @@ from .methods import build_method
 from .metrics import METRICS_FILE, MetricsLog, loss_figure, read_metrics
 from .model import TrainableModel, export_hf, load_for_training, trainable_parameters
 
-Progress = Callable[[float, str], None]
 STOP_FILE = "STOP"
 LOCK_FILE = ".lock"
 
@@ -364,8 +364,6 @@ class _Loop:
 
     def run(self) -> TrainResult:
         acc, config = self.acc, self.config
-        from tqdm.auto import tqdm
-
         if self.log:
             if self.resume_from:
                 self.log.truncate_after(self.step)
@@ -380,34 +378,34 @@ class _Loop:
         if config.report_to:
             acc.init_trackers(self.run_name, config={k: v for k, v in config.to_dict().items()
                                                      if isinstance(v, (int, float, str, bool))})
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=self.run_name, disable=not acc.is_main_process)
         state = "finished"
-        try:
-            if self.eval_loader is not None and self.step == 0:
-                self._evaluate()  # the untrained model's loss: the reference point of the curve
-            with _StopSignals() as signals:
-                state = self._train(signals, bar)
-            if self.eval_loader is not None and state == "finished" and not self.evaluated_at_end:
-                self._evaluate()
-            if self.step != self.last_saved and self.step > 0:
-                self._save(final=state == "finished")
-        except BaseException as exc:
-            if self.log:
-                self.log.write("end", step=self.step, state="failed", error=f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            bar.close()
-            if acc.is_main_process:
-                (self.folder / STOP_FILE).unlink(missing_ok=True)  # a request is honoured once
-            if config.report_to:
-                acc.end_training()
+        with progress_bar(self.run_name, total=self.total_steps, initial=self.step, unit="step",
+                          disable=not acc.is_main_process) as bar:
+            try:
+                if self.eval_loader is not None and self.step == 0:
+                    self._evaluate()  # the untrained model's loss: the reference point of the curve
+                with _StopSignals() as signals:
+                    state = self._train(signals, bar)
+                if self.eval_loader is not None and state == "finished" and not self.evaluated_at_end:
+                    self._evaluate()
+                if self.step != self.last_saved and self.step > 0:
+                    self._save(final=state == "finished")
+            except BaseException as exc:
+                if self.log:
+                    self.log.write("end", step=self.step, state="failed", error=f"{type(exc).__name__}: {exc}")
+                raise
+            finally:
+                if acc.is_main_process:
+                    (self.folder / STOP_FILE).unlink(missing_ok=True)  # a request is honoured once
+                if config.report_to:
+                    acc.end_training()
         if self.log:
             self.log.write("end", step=self.step, state=state,
                            checkpoint=self.checkpoint.name if self.checkpoint else None)
         metrics = read_metrics(self.folder / METRICS_FILE) if acc.is_main_process else []
         return TrainResult(self.run_name, state, self.step, self.total_steps, self.checkpoint, metrics, self.model.handle)
 
-    def _train(self, signals: _StopSignals, bar) -> str:
+    def _train(self, signals: _StopSignals, bar: Progress) -> str:
         acc, config = self.acc, self.config
         self.container.train()
         self.t0 = time.time()
@@ -430,7 +428,7 @@ class _Loop:
                 lr = self.scheduler.get_last_lr()[0]
                 self.scheduler.step()
                 self.step += 1
-                bar.update(1)
+                bar(self.step / self.total_steps, "")
                 if self.step % config.log_every == 0 or self.step == self.total_steps:
                     self._log_train(window, lr, bar)
                     window = _Window()
@@ -456,7 +454,7 @@ class _Loop:
 
     # ------------------------------------------------------------------ logging and evaluation
 
-    def _log_train(self, window: "_Window", lr: float, bar) -> None:
+    def _log_train(self, window: "_Window", lr: float, bar: Progress) -> None:
         loss, terms, tokens, seconds = window.reduce(self.acc)
         record = {"step": self.step, "epoch": self.epoch, "loss": loss, "terms": terms, "lr": lr, "tokens": tokens,
                   "tokens_per_s": tokens / max(seconds, 1e-9), "elapsed_s": round(time.time() - self.t0, 2)}
@@ -464,7 +462,7 @@ class _Loop:
             self.log.write("train", **record)
         if self.config.report_to:
             self.acc.log({"train/loss": loss, "lr": lr, **{f"train/{k}": v for k, v in terms.items()}}, step=self.step)
-        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+        bar(self.step / self.total_steps, f"{self.run_name} loss {loss:.4f} lr {lr:.2e}")
         if self.progress and self.acc.is_main_process:
             self.progress(self.step / self.total_steps, f"step {self.step}/{self.total_steps}, loss {loss:.4f}")
 

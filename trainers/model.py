@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from workbench import compat
 from workbench.errors import ModelLoadError
-from workbench.models import ModelHandle, _check_folder, _facts, _hub_folder, resolve_spec
+from workbench.models import ModelHandle, boot
 
 from .config import TrainConfig
 
@@ -33,7 +31,6 @@ class TrainableModel:
 
     handle: ModelHandle
     peft_model: Any | None
-    folder: Path
 
     @property
     def lora(self) -> bool:
@@ -49,33 +46,19 @@ def lora_config(config: TrainConfig):
 
 def load_for_training(spec: str, config: TrainConfig, device: str | torch.device = "cpu") -> TrainableModel:
     """Boot a fresh model for `spec` (never the shared cached handle), with LoRA if configured."""
-    from transformer_lens.model_bridge import TransformerBridge
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    adapters: list[Any] = []
 
-    resolved = resolve_spec(spec)
-    folder = _hub_folder(resolved.path, None) if resolved.source == "hub" else Path(resolved.path)
-    _check_folder(folder)
-    compat.install()
-    start = time.time()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, use_safetensors=True)
-    except Exception as exc:  # noqa: BLE001 - many broken shapes, one clear message
-        raise ModelLoadError(f"Could not load {spec} from {folder} for training: {exc}") from exc
-    hf_model.to(device)
-    peft_model = None
-    if config.lora:
+    def add_lora(hf_model: torch.nn.Module) -> None:
         from peft import get_peft_model
 
         try:
-            peft_model = get_peft_model(hf_model, lora_config(config))
+            adapters.append(get_peft_model(hf_model, lora_config(config)))
         except ValueError as exc:
             raise ModelLoadError(f"LoRA cannot wrap {spec} with target modules {config.lora_target_modules!r}: {exc}") from exc
-    bridge = TransformerBridge.boot_transformers(str(folder), device=str(device), dtype=torch.float32,
-                                                 tokenizer=tokenizer, hf_model=hf_model)
-    handle = ModelHandle(bridge, tokenizer, _facts(spec, resolved, bridge, tokenizer, time.time() - start))
+
+    handle = boot(spec, device=device, wrap=add_lora if config.lora else None)
     handle.hf_model.train()
-    return TrainableModel(handle=handle, peft_model=peft_model, folder=folder)
+    return TrainableModel(handle=handle, peft_model=adapters[0] if adapters else None)
 
 
 def trainable_parameters(model: TrainableModel) -> dict[str, torch.nn.Parameter]:

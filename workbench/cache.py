@@ -22,6 +22,7 @@ from typing import Any, Callable, TypeVar
 from .paths import atomic_write_bytes, subdir, workbench_home
 
 T = TypeVar("T")
+RESULT_SHAPE = 2  # bump when a cached result class changes its fields: entries of the old shape are not read
 
 
 def _canonical(obj: Any) -> Any:
@@ -68,7 +69,7 @@ class ResultCache:
         return path.read_bytes()
 
     def key(self, fingerprint: str, probe: str, params: Any, data: Any = None) -> str:
-        return f"{probe}-{stable_hash(fingerprint, probe, params, data)}"
+        return f"{probe}-{stable_hash(RESULT_SHAPE, fingerprint, probe, params, data)}"
 
     def get(self, key: str) -> Any | None:
         with self._lock:

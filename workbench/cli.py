@@ -31,18 +31,11 @@ def _info_configure(p: argparse.ArgumentParser) -> None:
 
 
 def _info_run(args) -> None:
-    from tqdm import tqdm
-
     from . import load
+    from .progress import progress_bar
 
-    bar = tqdm(total=100, desc="loading", unit="%", disable=args.json)
-
-    def report(fraction: float, message: str) -> None:
-        bar.set_description(message)
-        bar.update(max(0, int(fraction * 100) - bar.n))
-
-    handle = load(args.spec, progress=report)
-    bar.close()
+    with progress_bar("loading", disable=args.json) as report:
+        handle = load(args.spec, progress=report)
     facts = handle.facts.to_dict()
     if not args.json:
         facts.pop("chat_template", None)
@@ -53,15 +46,22 @@ command("info", "load a model and print its facts")((_info_configure, _info_run)
 
 
 def _app_configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="gemma-3-270m")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7860)
+    # Environment defaults, read when the parser is built, let a Space or a container configure the app
+    # without a command line (app.py sets WORKBENCH_HOST on a Space).
+    p.add_argument("--model", default=os.environ.get("WORKBENCH_MODEL", "gemma-3-270m"),
+                   help="model spec loaded at start: gemma-3-270m, a folder, ckpt:NAME or a hub name "
+                        "(default: $WORKBENCH_MODEL or gemma-3-270m)")
+    p.add_argument("--host", default=os.environ.get("WORKBENCH_HOST", "127.0.0.1"),
+                   help="address to bind (default: $WORKBENCH_HOST or 127.0.0.1; use 0.0.0.0 only on purpose)")
+    p.add_argument("--port", type=int, default=os.environ.get("WORKBENCH_PORT", "7860"),
+                   help="port (default: $WORKBENCH_PORT or 7860)")
+    p.add_argument("--no-preload", action="store_true", help="do not load the model before serving")
 
 
 def _app_run(args) -> None:
     from .server import launch
 
-    launch(args.model, host=args.host, port=args.port)
+    launch(args.model, host=args.host, port=args.port, preload=not args.no_preload)
 
 
 command("app", "start the web app")((_app_configure, _app_run))
@@ -72,9 +72,8 @@ def _load_plugins() -> None:
     import importlib
     import importlib.util
 
-    for module in ("trainers.cli", "trainers.methods.cc_tuning.transform_matrix", "trainers.methods.unlearning.cli", "trainers.methods.rhio.cli",
-                   "workbench.evals.cli",
-                   "probes.cli"):
+    for module in ("trainers.cli", "trainers.methods.cc_tuning.transform_matrix", "trainers.methods.unlearning.cli",
+                   "trainers.methods.rhio.cli", "workbench.evals.cli"):
         if importlib.util.find_spec(module.split(".")[0]) and importlib.util.find_spec(module):
             importlib.import_module(module)
 

@@ -1,15 +1,18 @@
 """Run one probe or evaluation on two to four models and put the results side by side.
 
 Each kind of analysis is described by a `View`: how to run it on a model, how to flatten its
-result into a long table (`keys` identify a row, `values` are compared), and how to draw it. The
-comparison itself is generic: the same table code, difference and HTML report serve the pivot
-lens, retrieval heads, XTransplant grids and evaluation tasks. Results come from each probe's own
-cache, so comparing a model that was already probed costs no model run.
+result into a long table (`keys` identify a row, `values` are compared), and how to draw the
+difference. The comparison itself is generic: the same table code, difference and HTML report
+serve the pivot lens, retrieval heads, XTransplant grids and evaluation tasks, and each model's
+panel is its result's own `figure()` (one panel per model, as LIT duplicates a module per model).
+Results come from each probe's own cache, so comparing a model that was already probed costs no
+model run.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -18,10 +21,11 @@ import pandas as pd
 
 from .errors import InputError
 from .models import ModelHandle, load
+from .progress import Progress
+from .results import Result
 
-Progress = Callable[[float, str], None]
-MODEL_DASHES = ["solid", "dash", "dot", "dashdot"]
 MAX_MODELS = 4
+BLOCK_GAP = 0.08  # paper width between two models' panels: room for a colour bar
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ class View:
     frame: Callable[[Any], pd.DataFrame]
     keys: tuple[str, ...]
     values: tuple[str, ...]
-    plot: str  # "lines" | "heatmap" | "bars"
+    plot: str  # how the difference is drawn: "lines" | "heatmap" | "bars"
     x: str
     y: str | None = None
     defaults: dict = field(default_factory=dict)
@@ -109,7 +113,7 @@ VIEWS: dict[str, View] = {v.name: v for v in [
 # --------------------------------------------------------------------------- the comparison
 
 @dataclass
-class Comparison:
+class Comparison(Result):
     """Results of one view on several models, aligned on the view's keys."""
 
     view: str
@@ -119,8 +123,16 @@ class Comparison:
     frames: list[pd.DataFrame]
 
     @property
+    def model(self) -> str:
+        return " vs ".join(self.models)
+
+    @property
     def spec(self) -> View:
         return VIEWS[self.view]
+
+    def summary(self) -> pd.DataFrame:
+        """Every model's own summary, one after the other, with a `model` column."""
+        return pd.concat([r.summary().assign(model=m) for m, r in zip(self.models, self.results)], ignore_index=True)
 
     def to_frame(self) -> pd.DataFrame:
         """All models' rows in one long table with a `model` column."""
@@ -143,9 +155,9 @@ class Comparison:
 
     # ---------------------------------------------------------------- figures
 
-    def figure(self):
-        """Side by side: curves overlaid, heatmaps next to each other, or grouped bars."""
-        return {"lines": self._lines, "heatmap": self._heatmaps, "bars": self._bars}[self.spec.plot]()
+    def figure(self, **view: Any):
+        """Each model's result drawn by its own `figure(**view)`, side by side."""
+        return side_by_side([r.figure(**view) for r in self.results], self.models, f"{self.spec.title}: {self.model}")
 
     def difference_figure(self, base: int = 0, other: int = 1):
         import plotly.graph_objects as go
@@ -175,52 +187,6 @@ class Comparison:
         fig.update_layout(title=title, template="plotly_white", height=420)
         return fig
 
-    def _lines(self):
-        import plotly.graph_objects as go
-
-        fig = go.Figure()
-        palette = {"P(en)": "#d62728"}
-        others = iter(["#1f77b4", "#2ca02c", "#ff7f0e", "#8c564b"])
-        for m, (model, frame) in enumerate(zip(self.models, self.frames)):
-            for series, part in frame.groupby("series", sort=False):
-                if not str(series).startswith("P("):
-                    continue
-                color = palette.setdefault(series, next(others, "#7f7f7f"))
-                fig.add_trace(go.Scatter(x=part["layer"], y=part["value"], mode="lines", name=f"{series} · {model}",
-                                         line=dict(color=color, dash=MODEL_DASHES[m % len(MODEL_DASHES)])))
-        fig.update_layout(title=f"{self.spec.title}: language probability per layer (line style = model)",
-                          xaxis_title="layer", yaxis_title="lens probability", yaxis_range=[0, 1],
-                          template="plotly_white", height=480)
-        return fig
-
-    def _heatmaps(self):
-        import plotly.graph_objects as go
-        from plotly.subplots import make_subplots
-
-        v = self.spec.values[0]
-        tables = [f.pivot(index=self.spec.y, columns=self.spec.x, values=v) for f in self.frames]
-        finite = [t.values[np.isfinite(t.values)] for t in tables]
-        zmax = max((float(x.max()) for x in finite if x.size), default=1.0) or 1.0
-        fig = make_subplots(rows=1, cols=len(tables), subplot_titles=self.models, horizontal_spacing=0.05)
-        for i, t in enumerate(tables):
-            fig.add_trace(go.Heatmap(z=t.values, x=t.columns.tolist(), y=t.index.tolist(), zmin=0, zmax=zmax,
-                                     colorscale="Viridis", showscale=i == len(tables) - 1), row=1, col=i + 1)
-            fig.update_yaxes(autorange="reversed", row=1, col=i + 1)
-        fig.update_layout(title=f"{self.spec.title}: {v}", template="plotly_white", height=420)
-        return fig
-
-    def _bars(self):
-        import plotly.graph_objects as go
-
-        fig = go.Figure()
-        for model, frame in zip(self.models, self.frames):
-            err = dict(type="data", symmetric=False, array=(frame["hi"] - frame["score"]).tolist(),
-                       arrayminus=(frame["score"] - frame["lo"]).tolist())
-            fig.add_trace(go.Bar(x=frame["lang"], y=frame["score"], name=model, error_y=err))
-        fig.update_layout(barmode="group", title=f"{self.spec.title}: score per language (95% bootstrap CI)",
-                          template="plotly_white", height=420)
-        return fig
-
     # ---------------------------------------------------------------- report
 
     def to_html(self) -> str:
@@ -234,7 +200,7 @@ class Comparison:
         return ("<!doctype html><html><head><meta charset='utf-8'><title>Comparison</title>"
                 "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
                 "td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>"
-                f"<h1>{html.escape(self.spec.title)}: {html.escape(' vs '.join(self.models))}</h1>"
+                f"<h1>{html.escape(self.spec.title)}: {html.escape(self.model)}</h1>"
                 f"<p>Parameters: {params}</p>{''.join(parts)}{''.join(tables)}</body></html>")
 
 
@@ -268,3 +234,94 @@ def compare(models: Sequence[str | ModelHandle], view: str, params: dict | None 
         results.append(result)
         frames.append(spec.frame(result).reset_index(drop=True))
     return Comparison(view, merged, names, results, frames)
+
+
+# --------------------------------------------------------------------------- one panel per model
+
+_AXIS_KEY = re.compile(r"^([xy])axis(\d*)$")
+_AXIS_REF = re.compile(r"^([xy])(\d*)( domain)?$")
+_AXIS_LINKS = ("anchor", "matches", "overlaying", "scaleanchor")
+
+
+def side_by_side(figures: Sequence[Any], names: Sequence[str], title: str = ""):
+    """One figure holding each of `figures` in its own block, left to right, headed by its name.
+
+    Every axis is renamed and its horizontal domain squeezed into the block (annotations, shapes
+    and colour bars move with it), so a figure with subplots keeps its own layout inside its block
+    and each result is drawn by its own code; the legend is the first block's."""
+    import plotly.graph_objects as go
+
+    width = (1 - BLOCK_GAP * (len(figures) - 1)) / len(figures)
+    counts = {"x": 0, "y": 0}
+    data, layout, notes, shapes = [], {}, [], []
+    for k, (fig, name) in enumerate(zip(figures, names)):
+        start = k * (width + BLOCK_GAP)
+        traces, axes, block_notes, block_shapes = _place(fig, start, width, counts)
+        for trace in traces:
+            if k:
+                trace.showlegend = False
+            data.append(trace)
+        layout.update(axes)
+        notes += block_notes
+        shapes += block_shapes
+        own = (fig.layout.title.text or "").replace("<br>", " ")
+        notes.append({"text": f"<b>{html.escape(name)}</b>" + (f"<br><sub>{own}</sub>" if own else ""),
+                      "xref": "paper", "yref": "paper", "x": start + width / 2, "y": 1, "yshift": 36,
+                      "xanchor": "center", "yanchor": "bottom", "showarrow": False})
+    first = figures[0].to_plotly_json()["layout"]
+    layout.update({k: v for k, v in first.items() if not _AXIS_KEY.match(k) and k not in ("annotations", "shapes", "title")})
+    heights = [fig.layout.height for fig in figures if fig.layout.height]
+    layout.update(annotations=notes, shapes=shapes, title={"text": title}, height=max(heights, default=480) + 60,
+                  margin={"t": 150})
+    return go.Figure(data=data, layout=layout)
+
+
+def _place(fig: Any, start: float, width: float, counts: dict[str, int]):
+    """`fig`'s traces, axes, annotations and shapes moved into the paper block [start, start + width],
+    its axes renamed after the `counts` axes taken by earlier blocks."""
+    renamed: dict[str, str] = {}
+
+    def ref(name: Any) -> Any:
+        match = _AXIS_REF.match(name) if isinstance(name, str) else None
+        if not match:
+            return name  # "paper", "free", or no axis
+        letter, number, domain = match.groups()
+        if letter + number not in renamed:
+            counts[letter] += 1
+            renamed[letter + number] = letter + (str(counts[letter]) if counts[letter] > 1 else "")
+        return renamed[letter + number] + (domain or "")
+
+    def squeeze(x: Any) -> float:
+        return start + float(x) * width
+
+    spec = fig.to_plotly_json()
+    axes: dict[str, dict] = {}
+    for key, axis in spec["layout"].items():
+        match = _AXIS_KEY.match(key)
+        if match:
+            new = ref(match[1] + match[2])
+            axis = {k: ref(v) if k in _AXIS_LINKS else v for k, v in axis.items()}
+            if match[1] == "x":
+                axis["domain"] = [squeeze(d) for d in axis.get("domain", (0, 1))]
+            axes[f"{new[0]}axis{new[1:]}"] = axis
+    traces = []
+    for trace in (type(t)(t) for t in fig.data):  # copies: the source figure stays as it was
+        if "xaxis" in trace:  # a cartesian trace
+            x, y = ref(trace.xaxis or "x"), ref(trace.yaxis or "y")
+            trace.update(xaxis=x, yaxis=y)
+            axes.setdefault(f"xaxis{x[1:]}", {"domain": [squeeze(0), squeeze(1)]}).setdefault("anchor", y)
+            axes.setdefault(f"yaxis{y[1:]}", {}).setdefault("anchor", x)
+        elif "domain" in trace:  # a table or a pie
+            trace.domain.x = [squeeze(d) for d in trace.domain.x or (0, 1)]
+        if "colorbar" in trace and trace.showscale is not False:
+            trace.colorbar.x = squeeze(1.02 if trace.colorbar.x is None else trace.colorbar.x)
+        traces.append(trace)
+    notes, shapes = [], []
+    for items, out, xs in ((spec["layout"].get("annotations", []), notes, ("x",)),
+                           (spec["layout"].get("shapes", []), shapes, ("x0", "x1"))):
+        for item in items:
+            item = {**item, "xref": ref(item.get("xref", "x")), "yref": ref(item.get("yref", "y"))}  # plotly's defaults
+            if item["xref"] == "paper":
+                item.update({x: squeeze(item.get(x, 0.5)) for x in xs})
+            out.append(item)
+    return traces, axes, notes, shapes

@@ -12,10 +12,10 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 from .errors import ModelLoadError
 from .paths import atomic_dir, subdir
+from .progress import Progress
 
 DEFAULT_MODEL = "gemma-3-270m"
 QUANTIZATION_NOTE = (
@@ -23,8 +23,6 @@ QUANTIZATION_NOTE = (
     "Google's published weights. Gemma Terms of Use apply."
 )
 _MARKER = "workbench_source.json"
-
-Progress = Callable[[float, str], None]
 
 
 def _package():

@@ -4,6 +4,10 @@ A spec is one of: the offline default `gemma-3-270m`; a local Hugging Face folde
 checkpoint `ckpt:NAME`; or a Hugging Face hub name. Every handle wraps the same three things the
 probes need: a TransformerLens `TransformerBridge` (hooks on every activation over the unmodified
 HF model), its tokenizer, and the model's facts (sizes, chat template, weight fingerprint).
+
+`boot` is the one way a spec becomes a handle: `load` caches its handles for the app, notebooks
+and probes; trainers boot private copies. Callers that need no hooks use its two halves,
+`resolve_folder` (the checked local folder, hub names included) and `load_hf_model`.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import torch
 
 from .default_model import DEFAULT_MODEL, QUANTIZATION_NOTE, ensure_default_model, source_note
 from .errors import ModelLoadError
+from .progress import Progress
 
-Progress = Callable[[float, str], None]
 CHECKPOINT_PREFIX = "ckpt:"
 _WEIGHT_SUFFIXES = (".safetensors",)
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -91,6 +95,46 @@ class ModelHandle:
 
     def str_tokens(self, ids) -> list[str]:
         return [self.tokenizer.decode([i]) for i in ids]
+
+    # The few operations a notebook needs, run by the engine (workbench/engine/), which probes
+    # call directly; see docs/architecture.md for the seam a second backend would fill.
+
+    def logits(self, prompt, fwd_hooks=()) -> torch.Tensor:
+        """Logits (batch, seq, vocab) of a prompt (text, ids or a tensor)."""
+        from . import engine
+
+        return engine.forward(self, engine.as_ids(self, prompt), fwd_hooks)
+
+    def residuals(self, prompt, layers=None, at=None) -> torch.Tensor:
+        """`hook_resid_post` of the chosen layers (all by default), no unembedding."""
+        from . import engine
+
+        return engine.residual_stream(self, engine.as_ids(self, prompt), layers, at)
+
+    def capture(self, prompt, sites, **options):
+        """Named activations of one forward pass (see `engine.capture` for the options)."""
+        from . import engine
+
+        return engine.capture(self, engine.as_ids(self, prompt), sites, **options)
+
+    def lens(self, resid: torch.Tensor) -> torch.Tensor:
+        """Logit-lens logits of residual-stream vectors (final norm, unembedding, soft-capping)."""
+        from . import engine
+
+        return engine.lens_logits(self, resid)
+
+    def greedy(self, prompt, max_new_tokens: int = 20, **options):
+        """Greedy continuation (an `engine.Generation`); options as `engine.generate_greedy`."""
+        from . import engine
+
+        return engine.generate_greedy(self, prompt, max_new_tokens, **options)
+
+    def score(self, prompt, continuations) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed log-probability of each continuation (token ids) after the prompt, and whether
+        greedy decoding would produce it."""
+        from . import engine
+
+        return engine.score_continuations(self, engine.as_ids(self, prompt), continuations)
 
 
 # --------------------------------------------------------------------------- spec resolution
@@ -185,7 +229,7 @@ def _check_safetensors_header(path: Path) -> None:
         raise ModelLoadError(f"{path.name} in {path.parent} is not a valid safetensors file ({exc}).") from exc
 
 
-def _hub_reachable(timeout: float = 2.0) -> bool:
+def hub_reachable(timeout: float = 2.0) -> bool:
     """One quick TCP connect instead of the hub client's long retry loop."""
     from urllib.parse import urlparse
 
@@ -213,7 +257,7 @@ def _hub_folder(name: str, progress: Progress | None) -> Path:
                     f"Model '{name}' is not a local folder, not a registered checkpoint, and not in the Hugging Face "
                     "cache; the hub is switched off (HF_HUB_OFFLINE=1). Use 'gemma-3-270m' or a local folder."
                 ) from None
-        if not _hub_reachable():
+        if not hub_reachable():
             raise ModelLoadError(
                 f"Model '{name}' is not cached and the Hugging Face hub cannot be reached from this machine. "
                 "Use 'gemma-3-270m', a local folder, or download the model where the hub is reachable."
@@ -223,6 +267,15 @@ def _hub_folder(name: str, progress: Progress | None) -> Path:
         return Path(snapshot_download(name, allow_patterns=patterns))
     except (RepositoryNotFoundError, HFValidationError) as exc:
         raise ModelLoadError(f"'{name}' is not a model on the Hugging Face hub, a local folder or a checkpoint.") from exc
+
+
+def resolve_folder(spec: str, progress: Progress | None = None) -> tuple[ResolvedSpec, Path]:
+    """The checked local Hugging Face folder behind any spec (default model, folder, `ckpt:NAME`,
+    hub name: fetched or found in the HF cache), so every loader refuses the same things alike."""
+    resolved = resolve_spec(spec, progress)
+    folder = _hub_folder(resolved.path, progress) if resolved.source == "hub" else Path(resolved.path)
+    _check_folder(folder)
+    return resolved, folder
 
 
 # --------------------------------------------------------------------------- loading
@@ -270,32 +323,58 @@ def _facts(spec: str, resolved: ResolvedSpec, bridge, tokenizer, seconds: float)
     )
 
 
-def _boot(folder: Path, device: str, dtype: torch.dtype):
-    from transformer_lens.model_bridge import TransformerBridge
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(folder: Path):
+    """The tokenizer in `folder`, with a readable error for the many broken shapes tokenizer files take."""
+    from transformers import AutoTokenizer
+
+    try:
+        # add_bos_token=True up front: otherwise TL reloads the whole tokenizer (seconds for Gemma's 262k vocab).
+        return AutoTokenizer.from_pretrained(folder, add_bos_token=True)
+    except Exception as exc:
+        raise ModelLoadError(f"Could not read the tokenizer in {folder}: {exc}") from exc
+
+
+def load_hf_model(folder: Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """The plain Hugging Face model in `folder` (safetensors only), on `device`, in eval mode: for
+    callers that need no hooks (reference models, vocabulary surgery)."""
+    from transformers import AutoModelForCausalLM
 
     from . import compat
 
     compat.install()
-
-    try:
-        # add_bos_token=True up front: otherwise TL reloads the whole tokenizer (seconds for Gemma's 262k vocab).
-        tokenizer = AutoTokenizer.from_pretrained(folder, add_bos_token=True)
-    except Exception as exc:  # tokenizer files come in many broken shapes
-        raise ModelLoadError(f"Could not read the tokenizer in {folder}: {exc}") from exc
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True)
     except Exception as exc:
         raise ModelLoadError(f"Could not load the weights in {folder}: {exc}") from exc
-    hf_model.to(device).eval()
+    return hf_model.to(device).eval()
+
+
+def boot(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+         wrap: Callable[[torch.nn.Module], None] | None = None, progress: Progress | None = None) -> ModelHandle:
+    """A fresh, uncached handle for `spec`: the one way a model becomes a handle, for the shared cache
+    and for trainers alike. `wrap` changes the HF model in place before the bridge wraps its modules
+    (e.g. injects LoRA adapters, whose target names the bridge would otherwise rename)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    resolved, folder = resolve_folder(spec, progress)
+    if progress:
+        progress(0.9, f"Loading {spec}")
+    start = time.time()
+    tokenizer = load_tokenizer(folder)
+    hf_model = load_hf_model(folder, device=device, dtype=dtype)
+    if wrap is not None:
+        wrap(hf_model)
     try:
         bridge = TransformerBridge.boot_transformers(
-            str(folder), device=device, dtype=dtype, tokenizer=tokenizer, hf_model=hf_model
+            str(folder), device=str(device), dtype=dtype, tokenizer=tokenizer, hf_model=hf_model
         )
     except Exception as exc:
         raise ModelLoadError(f"TransformerLens does not support this model ({exc}).") from exc
     bridge.eval()
-    return bridge, tokenizer
+    handle = ModelHandle(bridge, tokenizer, _facts(spec, resolved, bridge, tokenizer, time.time() - start))
+    if progress:
+        progress(1.0, f"Loaded {spec}")
+    return handle
 
 
 class ModelCache:
@@ -313,16 +392,7 @@ class ModelCache:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
-            if resolved.source == "hub":
-                folder = _hub_folder(resolved.path, progress)
-            else:
-                folder = Path(resolved.path)
-            _check_folder(folder)
-            if progress:
-                progress(0.9, f"Loading {spec}")
-            start = time.time()
-            bridge, tokenizer = _boot(folder, device, dtype)
-            handle = ModelHandle(bridge, tokenizer, _facts(spec, resolved, bridge, tokenizer, time.time() - start))
+            handle = boot(spec, device=device, dtype=dtype, progress=progress)
             self._models[key] = handle
             while len(self._models) > self.capacity:
                 self._models.popitem(last=False)

@@ -24,19 +24,11 @@ def build(model: str):
 def launch(model: str, host: str = "127.0.0.1", port: int = 7860, preload: bool = True, block: bool = True):
     """Load the model once (shared by every session), then serve the app."""
     if preload:
-        from tqdm import tqdm
-
         from . import load
+        from .progress import progress_bar
 
-        bar = tqdm(total=100, desc=f"Loading {model}", unit="%")
-
-        def report(fraction: float, message: str) -> None:
-            bar.set_description(message)
-            bar.update(max(0, int(fraction * 100) - bar.n))
-
-        load(model, progress=report)
-        bar.update(100 - bar.n)
-        bar.close()
+        with progress_bar(f"Loading {model}") as report:
+            load(model, progress=report)
     app = build(model)
     app.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD, prevent_thread_lock=not block,
                show_error=False)

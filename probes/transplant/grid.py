@@ -23,17 +23,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from workbench import ops
+from workbench import engine
 from workbench.cache import cached
 from workbench.datasets.tasks import Item, split_items
 from workbench.errors import InputError
 from workbench.models import ModelHandle
+from workbench.progress import Progress
+from workbench.results import Result
 
 from probes.transplant.cases import (
     Answer,
@@ -45,10 +47,10 @@ from probes.transplant.cases import (
     make_case,
     score_text,
 )
-from probes.transplant.runs import check_site, prefix, replace_hooks, run_rows, source_vectors, token_scores
+from probes.transplant.runs import check_site, replace_hooks, run_rows, source_vectors
+from workbench.engine import prefix, token_scores
 from probes.transplant.strategy import BestPair, any_pair_correct, best_pair, pair_accuracy
 
-Progress = Callable[[float, str], None]
 MODES: tuple[str, ...] = ("overall", "targetfirst")
 SCORINGS: tuple[str, ...] = ("probability", "generation")
 
@@ -82,9 +84,9 @@ def _plain_row(handle: ModelHandle, case: Case, answer: Answer, site: str, targe
     """One row the plain way, with the shared ops only: one hooked forward of the whole prompt
     followed by each continuation but its last token (a right-padded batch with one row per
     distinct such tail, so single-token options share a row; padding comes after every position
-    read), and `ops.generate_greedy` with a prefill hook. The reference the cache-sharing grid
+    read), and `engine.generate_greedy` with a prefill hook. The reference the cache-sharing grid
     must equal."""
-    ids = ops.as_ids(handle, case.item.prompt)
+    ids = engine.as_ids(handle, case.item.prompt)
     length = ids.shape[1]
     tails = list(dict.fromkeys(tuple(c[:-1]) for c in answer.tokens))
     batch = torch.zeros(len(tails), length + max(len(t) for t in tails), dtype=torch.long, device=ids.device)
@@ -93,7 +95,7 @@ def _plain_row(handle: ModelHandle, case: Case, answer: Answer, site: str, targe
         batch[row, length:length + len(tail)] = torch.tensor(tail, dtype=torch.long)
     hooks = [] if target is None else replace_hooks(site, [target] * len(tails), vector.expand(len(tails), -1),
                                                     length - 1)
-    logits = ops.forward(handle, batch, fwd_hooks=hooks)[:, length - 1:]
+    logits = engine.forward(handle, batch, fwd_hooks=hooks)[:, length - 1:]
     width = max(len(c) for c in answer.tokens)
     picked = torch.zeros(len(answer.tokens), width, logits.shape[-1], dtype=logits.dtype, device=logits.device)
     wanted = torch.zeros(len(answer.tokens), width, dtype=torch.long, device=logits.device)
@@ -106,16 +108,17 @@ def _plain_row(handle: ModelHandle, case: Case, answer: Answer, site: str, targe
     text = None
     if scoring == "generation":
         prefill = replace_hooks(site, [target], vector[None], length - 1) if target is not None else []
-        text = ops.generate_greedy(handle, ids, max_new_tokens, prefill_hooks=prefill,
+        text = engine.generate_greedy(handle, ids, max_new_tokens, prefill_hooks=prefill,
                                    stop_at_newline=stop_at_newline).text
         correct = np.array([score_text(case.item, text)])
     return Outcome(bool(correct[0]), float(p_gold[0]), logprob.exp().cpu().tolist(), text)
 
 
 @dataclass
-class TransplantRun:
+class TransplantRun(Result):
     """One item answered without and with one transplant (s -> t)."""
 
+    model: str
     item_id: str
     task: str
     lang: str
@@ -130,6 +133,17 @@ class TransplantRun:
     golds: list[str]
     baseline: Outcome
     transplanted: Outcome
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"item": self.item_id, "aux_item": self.aux_item_id, "source": self.source, "target": self.target,
+                "site": self.site, "direction": self.direction}
+
+    def summary(self) -> pd.DataFrame:
+        """One row: correctness and gold probability without and with the transplant."""
+        return pd.DataFrame([{"item": self.item_id, "source": self.source, "target": self.target,
+                              "baseline_correct": self.baseline.correct, "correct": self.transplanted.correct,
+                              "baseline_p_gold": self.baseline.p_gold, "p_gold": self.transplanted.p_gold}])
 
     def to_frame(self) -> pd.DataFrame:
         rows = []
@@ -158,26 +172,26 @@ def transplant(handle: ModelHandle, item: Item, s: int, t: int, site: str = "mlp
     control). Generation is greedy; `stop_at_newline` ends it at the first newline token.
     """
     check_site(site)
-    s, t = ops.check_layer(handle, s, "source layer"), ops.check_layer(handle, t, "target layer")
+    s, t = engine.check_layer(handle, s, "source layer"), engine.check_layer(handle, t, "target layer")
     direction = check_direction(direction or default_direction(item.task))
     case = make_case(item, direction)
     donor = make_case(aux_item, direction) if aux_item is not None else case
     answer = answer_for(handle, case.item)
-    vector = source_vectors(handle, ops.as_ids(handle, donor.aux_prompt), site)[s]
+    vector = source_vectors(handle, engine.as_ids(handle, donor.aux_prompt), site)[s]
     baseline = _plain_row(handle, case, answer, site, None, None, "generation", max_new_tokens, stop_at_newline)
     moved = _plain_row(handle, case, answer, site, t, vector, "generation", max_new_tokens, stop_at_newline)
-    return TransplantRun(item.id, item.task, item.lang, site, direction, s, t, case.item.prompt, donor.aux_prompt,
-                         donor.item.id, list(answer.texts), case.item.golds, baseline, moved)
+    return TransplantRun(handle.facts.spec, item.id, item.task, item.lang, site, direction, s, t, case.item.prompt,
+                         donor.aux_prompt, donor.item.id, list(answer.texts), case.item.golds, baseline, moved)
 
 
 # --------------------------------------------------------------------------- the grid
 
 @dataclass
-class TransplantGrid:
+class TransplantGrid(Result):
     """Per item and (source, target) pair: correctness and gold probability, for the matched
     auxiliary prompt and (when run) the mismatched control, next to the no-transplant baseline."""
 
-    spec: str
+    model: str
     task: str
     lang: str
     site: str
@@ -200,6 +214,11 @@ class TransplantGrid:
     texts: np.ndarray | None  # (n, S, T) of str, generation scoring only
     control_texts: np.ndarray | None
     seconds: float
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"site": self.site, "direction": self.direction, "mode": self.mode, "scoring": self.scoring,
+                "sources": self.sources, "targets": self.targets, "control": self.has_control}
 
     @property
     def n_items(self) -> int:
@@ -307,21 +326,21 @@ class TransplantGrid:
         )
         return fig
 
-    def summary(self) -> dict:
-        """Headline numbers (JSON-able), matched and control side by side."""
-        return {"task": self.task, "lang": self.lang, "site": self.site, "direction": self.direction,
-                "mode": self.mode, "scoring": self.scoring, "n_items": self.n_items, "chance": self.chance_level,
-                "baseline_accuracy": self.baseline_accuracy, "sources": self.sources, "targets": self.targets,
-                "upper_bound": float(any_pair_correct(self.correct).mean()),
-                "control_upper_bound": (float(any_pair_correct(self.control_correct).mean())
-                                        if self.has_control else None),
-                "seconds": self.seconds}
+    def summary(self) -> pd.DataFrame:
+        """One row of headline numbers, matched and control side by side."""
+        return pd.DataFrame([{
+            "task": self.task, "lang": self.lang, "site": self.site, "direction": self.direction, "mode": self.mode,
+            "scoring": self.scoring, "n_items": self.n_items, "chance": self.chance_level,
+            "baseline_accuracy": self.baseline_accuracy, "sources": self.sources, "targets": self.targets,
+            "upper_bound": float(any_pair_correct(self.correct).mean()),
+            "control_upper_bound": float(any_pair_correct(self.control_correct).mean()) if self.has_control else np.nan,
+            "seconds": self.seconds}])
 
 
 def _layers(handle: ModelHandle, layers: Sequence[int] | None, what: str) -> list[int]:
     if layers is None:
         return list(range(handle.n_layers))
-    checked = sorted({ops.check_layer(handle, int(layer), what) for layer in layers})
+    checked = sorted({engine.check_layer(handle, int(layer), what) for layer in layers})
     if not checked:
         raise InputError(f"Give at least one {what}.")
     return checked
@@ -418,12 +437,12 @@ def _row_keys(kinds: Sequence[str], cfg: _Settings) -> list[Key]:
 def _fast_item(handle: ModelHandle, case: Case, answer: Answer, vectors: torch.Tensor, donors: dict[str, int],
                kinds: Sequence[str], cfg: _Settings) -> dict[Key, Outcome]:
     """Every row of one item over one shared prefix, `batch_size` rows per pass."""
-    pre = prefix(handle, ops.as_ids(handle, case.item.prompt))
+    pre = prefix(handle, engine.as_ids(handle, case.item.prompt))
     keys = _row_keys(kinds, cfg)
     targets = [None if k == BASELINE else cfg.targets[k[2]] for k in keys]
     rows = torch.stack([torch.zeros_like(vectors[0, 0]) if k == BASELINE else vectors[donors[k[0]], cfg.sources[k[1]]]
                         for k in keys])
-    stop = ops._stop_ids(handle, cfg.stop_at_newline) if cfg.generate else frozenset()
+    stop = engine.stop_ids(handle, cfg.stop_at_newline) if cfg.generate else frozenset()
     outcomes: dict[Key, Outcome] = {}
     for start in range(0, len(keys), cfg.batch_size):
         part = slice(start, start + cfg.batch_size)
@@ -445,7 +464,7 @@ def _plain_item(handle: ModelHandle, case: Case, cases: Sequence[Case], answer: 
     outcomes = {BASELINE: _plain_row(handle, case, answer, cfg.site, None, None, *args)}
     for key in _row_keys(kinds, cfg)[1:]:
         kind, a, b = key
-        aux = ops.as_ids(handle, cases[donors[kind]].aux_prompt)
+        aux = engine.as_ids(handle, cases[donors[kind]].aux_prompt)
         vector = source_vectors(handle, aux, cfg.site)[cfg.sources[a]]
         outcomes[key] = _plain_row(handle, case, answer, cfg.site, cfg.targets[b], vector, *args)
     return outcomes
@@ -462,7 +481,7 @@ def _grid(handle: ModelHandle, cases: list[Case], partners: list[int] | None, cf
     base_correct, base_p, base_texts = np.zeros(n, bool), np.zeros(n), []
     vectors = None
     if fast:  # each auxiliary prompt runs once; a control borrows its partner's vectors
-        vectors = torch.stack([source_vectors(handle, ops.as_ids(handle, c.aux_prompt), cfg.site) for c in cases])
+        vectors = torch.stack([source_vectors(handle, engine.as_ids(handle, c.aux_prompt), cfg.site) for c in cases])
     for i, case in enumerate(cases):
         if progress:
             progress(i / n, f"XTransplant: item {i + 1}/{n}")
@@ -481,7 +500,7 @@ def _grid(handle: ModelHandle, cases: list[Case], partners: list[int] | None, cf
         progress(1.0, "XTransplant: done")
     ctrl, gen = partners is not None, cfg.generate
     return TransplantGrid(
-        spec=handle.facts.spec, task=cases[0].item.task, lang=cases[0].lang, site=cfg.site, direction=direction,
+        model=handle.facts.spec, task=cases[0].item.task, lang=cases[0].lang, site=cfg.site, direction=direction,
         mode=mode, scoring=cfg.scoring, sources=list(cfg.sources), targets=list(cfg.targets),
         items=[c.item for c in cases], aux_prompts=[c.aux_prompt for c in cases],
         control_ids=[cases[j].item.id for j in partners] if ctrl else None,

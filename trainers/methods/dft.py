@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from workbench import ops
+from workbench import engine
 from workbench.errors import InputError
 from workbench.models import ModelHandle
 
@@ -62,38 +62,22 @@ def layers_from_entropy(profile: Sequence[float]) -> tuple[int, int]:
     return i, j
 
 
-class _Stop(Exception):
-    """Raised by a hook to end a forward pass once the deepest layer needed has run."""
-
-
 def residuals(handle: ModelHandle, ids: torch.Tensor, attention_mask: torch.Tensor | None,
               layers: Sequence[int]) -> dict[int, torch.Tensor]:
     """`blocks.{l}.hook_resid_post` (batch, seq, d_model) for each of `layers`, with gradients when
     grad mode is on. The pass ends after the deepest of them: nothing above it (nor the
     unembedding) is computed."""
-    kept: dict[int, torch.Tensor] = {}
-    deepest = max(layers)
-
-    def keeper(layer: int):
-        def keep(tensor, hook):
-            kept[layer] = tensor
-            if layer == deepest:
-                raise _Stop
-        return keep
-
-    try:
-        with ops.hooks(handle, [(f"blocks.{l}.hook_resid_post", keeper(l)) for l in sorted(set(layers))]):
-            handle.hf_model.base_model(input_ids=ids, attention_mask=attention_mask, use_cache=False)
-    except _Stop:
-        pass
-    return kept
+    layers = sorted(set(layers))
+    names = engine.resid_names(handle, layers)
+    kept = engine.capture(handle, ids, names, attention_mask=attention_mask, grad=torch.is_grad_enabled())
+    return {layer: kept[name] for layer, name in zip(layers, names)}
 
 
 @contextlib.contextmanager
 def frozen_lens(handle: ModelHandle) -> Iterator[None]:
     """Within the block, the final norm and the unembedding take part in no gradient (the lens is
     a fixed read-out): their parameters stop requiring grad, then are restored."""
-    modules = [ops.final_norm(handle), handle.hf_model.get_output_embeddings()]
+    modules = [engine.final_norm(handle), handle.hf_model.get_output_embeddings()]
     params = [p for m in modules for p in m.parameters()]
     saved = [p.requires_grad for p in params]
     try:
@@ -109,7 +93,7 @@ def lens_nll(handle: ModelHandle, resid: torch.Tensor, labels: torch.Tensor) -> 
     """Mean next-token NLL of the labelled tokens read through the (frozen) logit lens of `resid`."""
     scored = labels[:, 1:] != IGNORE_INDEX
     with frozen_lens(handle):
-        logits = ops.lens_logits(handle, resid[:, :-1][scored])
+        logits = engine.lens_logits(handle, resid[:, :-1][scored])
     return F.cross_entropy(logits.float(), labels[:, 1:][scored])
 
 
@@ -178,8 +162,8 @@ class DFT:
             i, j = layers_from_entropy(profile)
             self.lc_layer = i if self.lc_layer is None else self.lc_layer
             self.et_layer = j if self.et_layer is None else self.et_layer
-        self.lc_layer = ops.check_layer(handle, self.lc_layer, "DFT lc_layer")
-        self.et_layer = ops.check_layer(handle, self.et_layer, "DFT et_layer")
+        self.lc_layer = engine.check_layer(handle, self.lc_layer, "DFT lc_layer")
+        self.et_layer = engine.check_layer(handle, self.et_layer, "DFT et_layer")
         return self.lc_layer, self.et_layer
 
     def setup(self, handle: ModelHandle, config, accelerator) -> list[torch.nn.Module]:
@@ -244,14 +228,13 @@ class DFT:
     def _logits(handle: ModelHandle, batch: dict[str, torch.Tensor], layers: Sequence[int],
                 kept: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
         """The target-language pass (full model), keeping the residual stream after `layers`."""
-        def keeper(layer: int):
-            def keep(tensor, hook):
-                kept[layer] = tensor
-            return keep
-
-        with ops.hooks(handle, [(f"blocks.{l}.hook_resid_post", keeper(l)) for l in sorted(set(layers))]):
-            return handle.hf_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                   use_cache=False).logits
+        layers = sorted(set(layers))
+        names = engine.resid_names(handle, layers)
+        out = engine.capture(handle, batch["input_ids"], names, attention_mask=batch["attention_mask"], grad=True,
+                             logits=True)
+        if kept is not None:
+            kept.update({layer: out[name] for layer, name in zip(layers, names)})
+        return out.logits
 
     # ------------------------------------------------------------------ state
 

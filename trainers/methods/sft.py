@@ -15,6 +15,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from workbench import engine
+
 from ..data import IGNORE_INDEX, encode_pair, pad_batch, pad_id
 
 
@@ -43,7 +45,7 @@ class SFT:
         return pad_batch([ids for ids, _ in pairs], [n for _, n in pairs], pad_id(tokenizer))
 
     def loss(self, handle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = handle.hf_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        logits = engine.forward(handle, batch["input_ids"], attention_mask=batch["attention_mask"], grad=True)
         loss = response_cross_entropy(logits, batch["labels"])
         return loss, {"ce": loss.item()}
 

@@ -10,19 +10,7 @@ from workbench.evals.globesumm.data import PIPELINES
 from workbench.datasets.tasks import list_tasks
 from workbench.evals.harness import MODES
 from workbench.evals.globesumm.mcms import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PIPELINES
-
-
-def _progress_bar(desc: str):
-    """A tqdm bar driven by the API's `progress(fraction, message)` callbacks."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=100, desc=desc, unit="%")
-
-    def report(fraction: float, message: str) -> None:
-        bar.set_description(message[:60])
-        bar.update(max(0, int(fraction * 100) - bar.n))
-
-    return bar, report
+from workbench.progress import progress_bar
 
 
 def _eval_configure(p: argparse.ArgumentParser) -> None:
@@ -38,17 +26,14 @@ def _eval_configure(p: argparse.ArgumentParser) -> None:
 def _eval_run(args) -> None:
     from workbench.evals.harness import evaluate
 
-    bar, report = _progress_bar(args.task)
-    try:
+    with progress_bar(args.task) as report:
         result = evaluate(args.model, args.task, args.langs, n=args.n, mode=args.mode,
                           use_cache=not args.no_cache, progress=report)
-    finally:
-        bar.close()
-    table = result.table()
+    table = result.summary()
     if args.json:
         print(json.dumps(table.to_dict(orient="records"), indent=1, ensure_ascii=False))
     else:
-        print(f"{args.task} on {result.spec} (headline metric: {result.metric}; 95% bootstrap CI)")
+        print(f"{args.task} on {result.model} (headline metric: {result.metric}; 95% bootstrap CI)")
         print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
 
 
@@ -79,18 +64,15 @@ def _globesumm_run(args) -> None:
         if args.max_events < 1:
             raise InputError(f"--max-events must be at least 1, got {args.max_events}")
         events = events[: args.max_events]
-    bar, report = _progress_bar("globesumm")
-    try:
+    with progress_bar("globesumm") as report:
         result = run_mcms(args.model, events, args.pipeline, max_new_tokens=args.max_new_tokens,
                           max_prompt_tokens=args.max_prompt_tokens, chat=args.chat,
                           use_cache=not args.no_cache, progress=report)
-    finally:
-        bar.close()
     if args.json:
         print(json.dumps(result.rows, indent=1, ensure_ascii=False, default=str))
         return
-    print(f"GlobeSumm MCMS on {result.spec}: {len(events)} events, mean and 95% bootstrap CI")
-    table = result.summary_frame().pivot(index="metric", columns="pipeline", values="score")
+    print(f"GlobeSumm MCMS on {result.model}: {len(events)} events, mean and 95% bootstrap CI")
+    table = result.summary().pivot(index="metric", columns="pipeline", values="score")
     print(table[result.pipelines].to_string(float_format=lambda x: f"{x:.3f}"))
 
 

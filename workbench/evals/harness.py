@@ -37,13 +37,15 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from workbench import ops
+from workbench import engine
 from workbench.cache import cached, stable_hash
 from workbench.datasets.tasks import Item, Task, TaskDataError, get_task, list_tasks, load_task
 from workbench.errors import InputError
 from workbench.evals.bootstrap import bootstrap_ci
 from workbench.models import ModelHandle
 from workbench.paths import atomic_write_text
+from workbench.progress import Progress
+from workbench.results import Result
 
 __all__ = [
     "MODES",
@@ -58,8 +60,6 @@ __all__ = [
     "as_handle",
     "record_metrics",
 ]
-
-Progress = Callable[[float, str], None]
 
 MODES = ("auto", "generate", "logprob", "probability")
 METRIC_LABELS = {
@@ -158,30 +158,21 @@ def sequence_logprobs(
         pairs.append((ctx, cont))
     order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]) - len(pairs[i][1]))
     results = [0.0] * len(pairs)
-    last_layer, pad = handle.n_layers - 1, _pad_id(handle)
+    pad = _pad_id(handle)
     start = 0
     while start < len(order):
         width = len(pairs[order[start]][0]) + len(pairs[order[start]][1])
         rows = max(1, min(4 * _MAX_ROWS, _LOGPROB_BATCH_TOKENS // width))
         batch = order[start : start + rows]
         ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        rows_idx, positions, targets = [], [], []
+        labels = torch.full_like(ids, engine.IGNORE_INDEX)
         for r, i in enumerate(batch):
             ctx, cont = pairs[i]
-            seq = ctx + cont
-            ids[r, : len(seq)] = torch.tensor(seq)
-            rows_idx += [r] * len(cont)
-            positions += range(len(ctx) - 1, len(seq) - 1)  # position t predicts token t + 1
-            targets += cont
-        resid = ops.residual_stream(handle, ids.to(handle.device), layers=[last_layer])[0]
-        picked = resid[torch.tensor(rows_idx), torch.tensor(positions)]
-        logprobs = torch.log_softmax(ops.lens_logits(handle, picked).float(), dim=-1)
-        token_lp = logprobs[torch.arange(len(targets)), torch.tensor(targets)].cpu()
-        offset = 0
-        for i in batch:
-            n = len(pairs[i][1])
-            results[i] = float(token_lp[offset : offset + n].sum())
-            offset += n
+            ids[r, : len(ctx) + len(cont)] = torch.tensor(ctx + cont)
+            labels[r, len(ctx) : len(ctx) + len(cont)] = torch.tensor(cont)
+        token_lp, _, _ = engine.label_logprobs(handle, ids.to(handle.device), labels.to(handle.device))
+        for r, i in enumerate(batch):
+            results[i] = float(token_lp[r].sum())
         if progress is not None:
             progress(len(batch))
         start += rows
@@ -213,7 +204,7 @@ def _generate(
         for k in range(0, len(members), rows):
             chunk = members[k : k + rows]
             ids = torch.tensor([encoded[i] for i in chunk])
-            gen = ops.generate_greedy(handle, ids, max_new_tokens=max_new_tokens,
+            gen = engine.generate_greedy(handle, ids, max_new_tokens=max_new_tokens,
                                       keep_logits=gold_tokens is not None)
             for r, i in enumerate(chunk):
                 out[i]["output"] = first_line(gen.texts[r])
@@ -229,7 +220,7 @@ def _generate(
 
 
 @dataclass
-class EvalResult:
+class EvalResult(Result):
     """Per-item outputs and per-language scores of one task on one model.
 
     ``items``: one dict per (language, item) with ``lang``, ``id``, the metric values, ``chance``
@@ -238,7 +229,7 @@ class EvalResult:
     no chance level applies). ``metric`` is the headline metric of ``to_frame``.
     """
 
-    spec: str
+    model: str
     task: str
     kind: str
     mode: str
@@ -248,17 +239,21 @@ class EvalResult:
     items: list[dict[str, Any]] = field(default_factory=list)
     scores: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"task": self.task, "mode": self.mode, "langs": self.langs}
+
     def to_frame(self, metric: str | None = None) -> pd.DataFrame:
         """One row per language: lang, score, ci_low, ci_high, n, chance (of ``metric``, default
         the headline metric)."""
         metric = metric or self.metric
         if metric not in self.metrics:
             raise InputError(f"metric {metric!r} was not computed; this result has {', '.join(self.metrics)}")
-        frame = self.table()
+        frame = self.summary()
         frame = frame[frame["metric"] == metric]
         return frame[["lang", "score", "ci_low", "ci_high", "n", "chance", "metric"]].reset_index(drop=True)
 
-    def table(self) -> pd.DataFrame:
+    def summary(self) -> pd.DataFrame:
         """Every (language, metric) score, long format."""
         return pd.DataFrame(self.scores, columns=["lang", "metric", "score", "ci_low", "ci_high", "n", "chance"])
 
@@ -268,7 +263,7 @@ class EvalResult:
 
     def figure(self) -> go.Figure:
         """Bars per language for each metric, 95% bootstrap intervals, chance as a dotted mark."""
-        table = self.table()
+        table = self.summary()
         fig = go.Figure()
         for metric in self.metrics:
             part = table[table["metric"] == metric]
@@ -286,7 +281,7 @@ class EvalResult:
                 )
         fig.update_layout(
             barmode="group", scattermode="group", yaxis_title="score (95% bootstrap CI)",
-            title=f"{self.task} on {self.spec}", xaxis_title="language", legend_title="metric",
+            title=f"{self.task} on {self.model}", xaxis_title="language", legend_title="metric",
         )
         return fig
 

@@ -6,18 +6,19 @@ Tabs stay thin: parse inputs, call the same probe/trainer API a notebook uses, s
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import gradio as gr
 
 from ..errors import InputError, WorkbenchError, storage_message
+from ..progress import Progress
+from ..results import dumps
 
 log = logging.getLogger("workbench.ui")
 
@@ -98,7 +99,7 @@ def require(obj: Any, kind: type | tuple[type, ...], message: str) -> Any:
     return obj
 
 
-def progress_callback(progress: Any) -> Callable[[float, str], None]:
+def progress_callback(progress: Any) -> Progress:
     """Adapt gr.Progress to the API's `progress(fraction, message)` callbacks."""
 
     def report(fraction: float, message: str = "") -> None:
@@ -114,24 +115,31 @@ def export_dir() -> Path:
     return path
 
 
+def export_rows(tables: Mapping[str, Any], stem: str, kind: str = "csv", document: Any = None) -> list[str]:
+    """Every tab's downloads. CSV: each table in its own file, `{stem}-{name}`. JSON: one strict
+    file of `document` (a result, written as its `to_json` document, loads back with
+    `workbench.results.from_json`), or of the tables as records when there is no document."""
+    if kind == "json":
+        return [export_json(tables if document is None else document, stem)]
+    return [export_frame(frame, f"{stem}-{name}", "csv") for name, frame in tables.items()]
+
+
 def export_frame(frame, stem: str, kind: str = "csv") -> str:
-    """Write a DataFrame as CSV or JSON for a gr.File download; returns the path."""
-    fd, name = tempfile.mkstemp(prefix=f"{stem}-", suffix=f".{kind}", dir=export_dir())
+    """Write a DataFrame as CSV or as JSON records for a gr.File download; returns the path."""
+    if kind != "csv":
+        return export_json(frame, stem)
+    fd, name = tempfile.mkstemp(prefix=f"{stem}-", suffix=".csv", dir=export_dir())
     os.close(fd)
-    if kind == "csv":
-        # CRLF rows (RFC 4180) make the writer quote cells holding a bare "\r" too (tokens such as
-        # "\r" are common in lens tables); with "\n" rows such a cell would split its row on reading.
-        frame.to_csv(name, index=False, lineterminator="\r\n")
-    else:
-        frame.to_json(name, orient="records", force_ascii=False, indent=1)
+    # CRLF rows (RFC 4180) make the writer quote cells holding a bare "\r" too (tokens such as
+    # "\r" are common in lens tables); with "\n" rows such a cell would split its row on reading.
+    frame.to_csv(name, index=False, lineterminator="\r\n")
     return name
 
 
 def export_json(obj: Any, stem: str) -> str:
-    fd, name = tempfile.mkstemp(prefix=f"{stem}-", suffix=".json", dir=export_dir())
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, ensure_ascii=False, indent=1, default=str)
-    return name
+    """Write results, frames and plain data as one strict JSON file (results as their documents,
+    frames as records, NaN and infinities as null: any JSON parser reads it)."""
+    return export_text(dumps(obj, indent=1), stem, "json")
 
 
 def export_text(text: str, stem: str, suffix: str) -> str:
@@ -147,17 +155,6 @@ def export_copy(path: str | Path) -> str:
     folder: Gradio only serves downloads from the temp dir or the working directory."""
     folder = tempfile.mkdtemp(prefix="copy-", dir=export_dir())
     return str(shutil.copy2(path, Path(folder) / Path(path).name))
-
-
-def export_html(figures: list, stem: str, title: str = "") -> str:
-    """A self-contained HTML file (plotly.js inlined) holding the given figures."""
-    fd, name = tempfile.mkstemp(prefix=f"{stem}-", suffix=".html", dir=export_dir())
-    parts = [f"<h1>{title}</h1>" if title else ""]
-    for i, fig in enumerate(figures):
-        parts.append(fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False))
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body>{''.join(parts)}</body></html>")
-    return name
 
 
 def demo_mode() -> bool:

@@ -7,7 +7,7 @@ import gradio as gr
 
 from ..compare import MAX_MODELS, VIEWS, Comparison, compare
 from ..errors import InputError
-from .common import as_int, export_frame, export_text, friendly, progress_callback, require
+from .common import as_int, export_rows, export_text, friendly, progress_callback, require
 
 INTRO = """Pick two to four models — the default model, checkpoints written by the trainers
 (`ckpt:NAME`), local folders or hub names — and one analysis. Each model runs it with the same
@@ -61,8 +61,8 @@ def run_compare(models: list[str], extra: str, view: str, task: str, lang: str, 
 @friendly
 def export_compare(comp) -> list[str]:
     require(comp, Comparison, "Run a comparison first.")
-    return [export_text(comp.to_html(), "comparison", "html"), export_frame(comp.to_frame(), "comparison", "csv"),
-            export_frame(comp.difference(), "comparison-difference", "csv")]
+    return [export_text(comp.to_html(), "comparison", "html"),
+            *export_rows({"table": comp.to_frame(), "difference": comp.difference()}, "comparison")]
 
 
 def build(model_spec: gr.Textbox) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 
 import gradio as gr
-import pandas as pd
 
 from workbench.evals.globesumm.data import PIPELINES, load_events
 from workbench.datasets.tasks import get_task, list_tasks
@@ -17,7 +16,7 @@ from workbench.errors import InputError
 from workbench.evals.harness import METRIC_LABELS, MODES, EvalResult, evaluate
 from workbench.evals.globesumm.mcms import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PIPELINES, PIPELINE_NAMES, MCMSResult, run_mcms
 
-from .common import as_int, demo_mode, export_frame, export_json, friendly, progress_callback, require
+from .common import as_int, demo_mode, export_rows, friendly, progress_callback, require
 
 DEMO_MAX_ITEMS = 20
 DEMO_MAX_EVENTS = 2
@@ -66,7 +65,7 @@ def _items_per_language(n) -> int | None:
 def _eval_status(result: EvalResult) -> str:
     frame = result.to_frame()
     label = METRIC_LABELS.get(result.metric, result.metric)
-    lines = [f"**{result.task}** on `{result.spec}`: {len(result.langs)} languages, "
+    lines = [f"**{result.task}** on `{result.model}`: {len(result.langs)} languages, "
              f"{int(frame['n'].iloc[0])} items each. Headline: {label}, mean {frame['score'].mean():.3f}."]
     if frame["chance"].notna().all():
         above = frame[frame["ci_low"] > frame["chance"]]["lang"].tolist()
@@ -89,7 +88,7 @@ def run_eval(spec: str, task: str, langs: list[str], n, mode: str, progress=gr.P
         raise InputError("Choose at least one language.")
     result = evaluate(spec, task, langs, n=_items_per_language(n), mode=mode,
                       progress=progress_callback(progress))
-    table = result.table()
+    table = result.summary()
     table.insert(2, "scoring", table["metric"].map(METRIC_LABELS))
     items = result.items_frame().drop(columns=["option_logprobs", "options"], errors="ignore")
     return _eval_status(result), table.round(3), result.figure(), items.round(3), result
@@ -97,14 +96,10 @@ def run_eval(spec: str, task: str, langs: list[str], n, mode: str, progress=gr.P
 
 @friendly
 def export_eval(result: EvalResult | None, kind: str) -> list[str]:
-    """CSV: per-language scores and per-item rows; JSON: both in one file."""
+    """CSV: per-language scores and per-item rows; JSON: the whole result in one file."""
     require(result, EvalResult, "Run an evaluation first.")
-    stem = f"eval-{result.task}"
-    if kind == "json":
-        return [export_json({"spec": result.spec, "task": result.task, "mode": result.mode,
-                             "scores": result.scores, "items": result.items}, stem)]
-    return [export_frame(result.table(), f"{stem}-scores", "csv"),
-            export_frame(result.items_frame(), f"{stem}-items", "csv")]
+    return export_rows({"scores": result.summary(), "items": result.items_frame()}, f"eval-{result.task}", kind,
+                       result)
 
 
 # --------------------------------------------------------------------------- GlobeSumm
@@ -130,11 +125,11 @@ def run_globesumm(spec: str, pipelines: list[str], n_events, upload, max_new_tok
     new_tokens = as_int(max_new_tokens, "The number of new tokens")
     result = run_mcms(spec, events[:count], pipelines or [], max_new_tokens=new_tokens,
                       chat=bool(chat), progress=progress_callback(progress))
-    table = result.summary_frame()
+    table = result.summary()
     table.insert(1, "pipeline name", table["pipeline"].map(PIPELINE_NAMES))
     rows = result.to_frame().drop(columns=["reference"])
     names = list(dict.fromkeys(rows["event"]))
-    status = (f"**{len(names)} events** x {len(result.pipelines)} pipelines on `{result.spec}`, at most "
+    status = (f"**{len(names)} events** x {len(result.pipelines)} pipelines on `{result.model}`, at most "
               f"{result.max_new_tokens} new tokens per call, prompts within {result.max_prompt_tokens} tokens"
               f"{' (some articles shortened to fit)' if rows['truncated'].any() else ''}.")
     event_picker = gr.update(choices=names, value=names[0])
@@ -156,12 +151,9 @@ def show_summary(result: MCMSResult | None, event: str, pipeline: str) -> tuple[
 
 @friendly
 def export_globesumm(result: MCMSResult | None, kind: str) -> list[str]:
+    """CSV: per-(pipeline, metric) means and every summary; JSON: the whole result in one file."""
     require(result, MCMSResult, "Run GlobeSumm first.")
-    if kind == "json":
-        return [export_json({"spec": result.spec, "summary": result.summary_frame().to_dict(orient="records"),
-                             "rows": result.rows}, "globesumm")]
-    return [export_frame(result.summary_frame(), "globesumm-scores", "csv"),
-            export_frame(pd.DataFrame(result.rows), "globesumm-summaries", "csv")]
+    return export_rows({"scores": result.summary(), "summaries": result.to_frame()}, "globesumm", kind, result)
 
 
 # --------------------------------------------------------------------------- layout

@@ -9,7 +9,7 @@ import gradio as gr
 from .. import load
 from ..datasets.faithfulness import load_faithfulness
 from ..errors import InputError
-from ..evals.faithfulness_eval import answer, highlight
+from trainers.methods.rhio.evaluation import answer, highlight
 from .common import as_int, as_number, friendly
 
 INTRO = """RHIO (Retrieval Head-Induced Optimization) trains a model on faithful answers under a

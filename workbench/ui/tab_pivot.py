@@ -15,11 +15,11 @@ import pandas as pd
 
 from probes import pivot as lens
 from probes import representation as rep
-from workbench import load, ops
+from workbench import engine, load
 from workbench.datasets import lexicon
 from workbench.errors import InputError
 
-from .common import as_int, demo_mode, export_frame, export_json, friendly, progress_callback, require
+from .common import as_int, demo_mode, export_rows, friendly, progress_callback, require
 
 SOURCES = {
     "Concept list (committed)": "concepts",
@@ -122,23 +122,20 @@ def run_pivot(spec: str, source: str, upload, task: str, src_lang: str, tgt_lang
 
 @friendly
 def export_pivot(result: lens.PivotResult | None, kind: str) -> list[str]:
-    """CSV: the per-layer summary and the per-item table; JSON: everything in one file."""
+    """CSV: the per-layer summary and the per-item table; JSON: the whole result in one file."""
     require(result, lens.PivotResult, "Run the pivot lens first.")
     stem = f"pivot-{result.task}-{result.src_lang}-{result.tgt_lang}"
-    if kind == "json":
-        return [export_json(result.to_json(), stem)]
-    return [export_frame(result.summary(), f"{stem}-summary", "csv"),
-            export_frame(result.to_frame(per_item=True), f"{stem}-items", "csv")]
+    return export_rows({"summary": result.summary(), "items": result.to_frame(per_item=True)}, stem, kind, result)
 
 
 @friendly
 def run_grid(spec: str, prompt: str, top_k: float):
     """Logit-lens grid of one prompt: heatmap and the CSV of every cell's top-k."""
     handle = load(spec)
-    if demo_mode() and ops.as_ids(handle, prompt).shape[-1] > 128:
+    if demo_mode() and engine.as_ids(handle, prompt).shape[-1] > 128:
         raise InputError("The demo shows prompts of at most 128 tokens.")
     grid = lens.logit_lens_grid(handle, prompt, top_k=as_int(top_k, "Top-k", 1))
-    return grid.figure(), export_frame(grid.to_frame(), "logit-lens-grid", "csv")
+    return grid.figure(), export_rows({"cells": grid.to_frame()}, "logit-lens-grid")[0]
 
 
 def _languages(text: str) -> list[str]:
@@ -186,8 +183,7 @@ def replot_map(result: rep.RepresentationResult | None, layer: float, method: st
 def export_map(result: rep.RepresentationResult | None, layer: float) -> list[str]:
     require(result, rep.RepresentationResult, "Compute the representation map first.")
     layer = as_int(layer, "Layer", 0)
-    return [export_frame(result.to_frame(), "representation-scores", "csv"),
-            export_frame(result.points_frame(layer), f"representation-layer{layer}", "csv")]
+    return export_rows({"scores": result.to_frame(), f"layer{layer}": result.points_frame(layer)}, "representation")
 
 
 def build(model_spec: gr.Textbox) -> None:

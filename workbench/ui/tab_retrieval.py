@@ -11,7 +11,7 @@ from workbench import load
 from workbench.datasets import haystack
 from workbench.errors import InputError
 
-from .common import as_int, demo_mode, export_frame, export_json, friendly, progress_callback, require
+from .common import as_int, demo_mode, export_rows, friendly, progress_callback, require
 
 DEMO_MAX_TOKENS = 1024
 DEMO_MAX_TRIALS = 18
@@ -78,12 +78,9 @@ def run_compare(spec: str, langs: list[str], lengths: str, depths: str, n_needle
 
 @friendly
 def export_scores(result: retrieval.RetrievalResult | None, kind: str) -> str:
-    """CSV: one row per head; JSON: settings, scores and every trial."""
+    """CSV: one row per head; JSON: the whole result (settings, scores and every trial)."""
     require(result, retrieval.RetrievalResult, "Compute retrieval scores first.")
-    stem = f"retrieval-heads-{result.lang}"
-    if kind == "json":
-        return export_json(result.to_json(), stem)
-    return export_frame(result.to_frame(), stem, "csv")
+    return export_rows({"scores": result.to_frame()}, f"retrieval-heads-{result.lang}", kind, result)[0]
 
 
 @friendly

@@ -16,7 +16,7 @@ from workbench import load
 from workbench.datasets.tasks import get_task, list_tasks, load_task
 from workbench.errors import InputError
 
-from .common import as_int, demo_mode, export_frame, export_json, friendly, progress_callback
+from .common import as_int, demo_mode, export_rows, friendly, progress_callback
 
 DEMO_MAX_ITEMS = 12
 DEMO_MAX_PAIRS = 81
@@ -193,12 +193,9 @@ def export_grids(grids: dict[str, xt.TransplantGrid] | None, kind: str, n_sample
     cells = pd.concat([g.to_frame() for g in grids.values()], ignore_index=True)
     strategy, bound = _tables(grids, n_sample, seed)
     first = next(iter(grids.values()))
-    stem = f"xtransplant-{first.task}-{first.site}"
-    if kind == "json":
-        return [export_json({"grids": [g.summary() for g in grids.values()], "cells": cells.to_dict("records"),
-                             "strategy": strategy.to_dict("records"), "upper_bound": bound.to_dict("records")}, stem)]
-    return [export_frame(cells, f"{stem}-cells", "csv"), export_frame(strategy, f"{stem}-strategy", "csv"),
-            export_frame(bound, f"{stem}-upper-bound", "csv")]
+    document = {"grids": list(grids.values()), "cells": cells, "strategy": strategy, "upper_bound": bound}
+    return export_rows({"cells": cells, "strategy": strategy, "upper-bound": bound},
+                       f"xtransplant-{first.task}-{first.site}", kind, document)
 
 
 def build(model_spec: gr.Textbox) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..errors import InputError
-from .common import as_int, export_copy, export_frame, friendly
+from .common import as_int, export_copy, export_rows, friendly
 
 INTRO = (
     "Entity-level unlearning: a model first learns invented entities (injection), then each method "
@@ -49,7 +49,7 @@ def show_results(name: str):
     check = results.real_check if results.real_check is not None else None
     return (table, results.figure() if has_injected else None, comparison.round(4),
             results.comparison_figure() if not comparison.empty else None, check, notes,
-            export_frame(results.table, f"unlearning-{results.name}", "csv"))
+            export_rows({"results": results.table}, f"unlearning-{results.name}")[0])
 
 
 @friendly

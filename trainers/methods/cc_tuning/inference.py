@@ -13,9 +13,9 @@ Only the prompt (prefill) pass is changed: decode steps that continue from a KV 
 alone, as in training, where only the prompt's tag received the connection.
 
 Two ways to use it:
-- `ccti.prefill_hooks(prompt)` -> hooks for `ops.generate_greedy(..., prefill_hooks=...)`;
+- `ccti.prefill_hooks(prompt)` -> hooks for `engine.generate_greedy(..., prefill_hooks=...)`;
 - `with cc_tuning_inference(handle) as ccti:` every forward pass of the model that starts a
-  sequence (no KV cache yet) gets the connection: generation, `ops.forward`, `run_with_cache`, the
+  sequence (no KV cache yet) gets the connection: generation, `engine.forward`, `run_with_cache`, the
   lens and every probe. Each such pass first runs the reading pass (step 1), with whatever other
   hooks are active, so a probe's own hooks see two passes per prompt; a probe that splits one
   prompt over several cached calls gets the tag at the end of its first call. Inside the block
@@ -35,7 +35,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from workbench import ops
+from workbench import engine
 from workbench.errors import InputError
 from workbench.models import ModelHandle
 
@@ -116,9 +116,9 @@ class CCTuningInference:
         self.last_choice = choice.argmax(-1)
         return tags, connection(v, choice)
 
-    def prefill_hooks(self, prompt: str | Sequence[int] | torch.Tensor) -> list[ops.Hook]:
+    def prefill_hooks(self, prompt: str | Sequence[int] | torch.Tensor) -> list[engine.Hook]:
         """Hooks for the prompt pass of `prompt` (e.g. `generate_greedy(..., prefill_hooks=...)`)."""
-        tags, delta = self.injection(ops.as_ids(self.handle, prompt))
+        tags, delta = self.injection(engine.as_ids(self.handle, prompt))
         return [injection_hook(tags, delta)]
 
     # ------------------------------------------------------------------ global mode
@@ -157,7 +157,7 @@ class CCTuningInference:
             after = decoder.register_forward_hook(self._after, with_kwargs=True)
             try:
                 handle.facts = dataclasses.replace(facts, fingerprint=self.fingerprint)
-                with ops.hooks(handle, [(INJECT_HOOK, self._inject)]):
+                with engine.hooks(handle, [(INJECT_HOOK, self._inject)]):
                     yield self
             finally:
                 before.remove()

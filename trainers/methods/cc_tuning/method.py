@@ -24,19 +24,19 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from workbench import ops
+from workbench import engine
 from workbench.errors import InputError
 from workbench.models import ModelHandle
 
 from trainers.data import encode_pair, pad_batch, pad_id
 from trainers.methods.sft import response_cross_entropy
 
-INJECT_HOOK = "blocks.1.hook_resid_pre"
+INJECT_HOOK = engine.hook_name(1, "resid_pre")
 DECISION_KEY = "decision_maker.weight"
 
 
 def mlp_out_names(n_layers: int) -> list[str]:
-    return [f"blocks.{layer}.hook_mlp_out" for layer in range(n_layers)]
+    return [engine.hook_name(layer, "mlp_out") for layer in range(n_layers)]
 
 
 def check_model(handle: ModelHandle) -> None:
@@ -68,18 +68,9 @@ def tag_mlp_outputs(handle: ModelHandle, ids: torch.Tensor, tags: torch.Tensor,
 
     Gradients flow when grad mode is on (the English pass of training); no unembedding is run.
     """
-    rows = torch.arange(ids.shape[0], device=ids.device)
-    kept: dict[int, torch.Tensor] = {}
-
-    def keeper(layer: int):
-        def keep(tensor, hook):
-            kept[layer] = tensor[rows, tags]
-        return keep
-
     names = mlp_out_names(handle.n_layers)
-    with ops.hooks(handle, [(name, keeper(layer)) for layer, name in enumerate(names)]):
-        handle.hf_model.base_model(input_ids=ids, attention_mask=attention_mask, use_cache=False)
-    return torch.stack([kept[layer] for layer in range(len(names))], dim=1)
+    return engine.capture(handle, ids, names, at=tags, attention_mask=attention_mask,
+                          grad=torch.is_grad_enabled()).stack(names, dim=1)
 
 
 class DecisionMaker(torch.nn.Module):
@@ -113,7 +104,7 @@ def add_at_tags(tensor: torch.Tensor, tags: torch.Tensor, delta: torch.Tensor) -
     return tensor.index_put((rows, tags), delta.to(tensor.dtype), accumulate=True)
 
 
-def injection_hook(tags: torch.Tensor, delta: torch.Tensor) -> ops.Hook:
+def injection_hook(tags: torch.Tensor, delta: torch.Tensor) -> engine.Hook:
     """Hook adding `delta[r]` to the residual stream entering layer 1 at row r's tag position."""
     return INJECT_HOOK, lambda tensor, hook: add_at_tags(tensor, tags, delta)
 
@@ -194,9 +185,8 @@ class CCTuning:
         english = tag_mlp_outputs(handle, batch["en_input_ids"], batch["en_tag"], batch["en_attention_mask"])
         e_tag = tag_embeddings(handle, batch["input_ids"], batch["tag"])
         choice = self.decision_maker(english, e_tag, sample=self.decision_maker.training)
-        with ops.hooks(handle, [injection_hook(batch["tag"], connection(english, choice))]):
-            logits = handle.hf_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                     use_cache=False).logits
+        logits = engine.forward(handle, batch["input_ids"], [injection_hook(batch["tag"], connection(english, choice))],
+                                attention_mask=batch["attention_mask"], grad=True)
         loss = response_cross_entropy(logits, batch["labels"])
         return loss, {"ce": loss.item()}
 

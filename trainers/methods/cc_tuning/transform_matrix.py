@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from workbench.cache import stable_hash
 from workbench.errors import InputError
 from workbench.models import ModelHandle
 from workbench.paths import atomic_write_bytes, atomic_write_text
+from workbench.progress import Progress, progress_bar
 
 from trainers.data import load_jsonl, pad_batch, pad_id
 from trainers.methods.cc_tuning.method import check_model, encode_prompt, tag_mlp_outputs
@@ -36,7 +37,6 @@ from trainers.methods.cc_tuning.method import check_model, encode_prompt, tag_ml
 TRANSFORM_FILE = "transform_matrix.safetensors"
 TRANSFORM_KEY = "transform_matrix"
 PAIR_FIELDS = ("instruction", "instruction_en")
-Progress = Callable[[float, str], None]
 
 
 @dataclass
@@ -158,16 +158,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args) -> None:
-    from tqdm import tqdm
-
-    bar = tqdm(total=100, unit="%", desc="transform matrix")
-
-    def report(fraction: float, message: str) -> None:
-        bar.set_description(message)
-        bar.update(max(0, int(fraction * 100) - bar.n))
-
-    fit = transform_matrix(args.checkpoint, args.data, args.languages, args.batch_size, progress=report)
-    bar.close()
+    with progress_bar("transform matrix") as report:
+        fit = transform_matrix(args.checkpoint, args.data, args.languages, args.batch_size, progress=report)
     print(json.dumps({"checkpoint": registry.get(args.checkpoint).name, **fit.summary()}, indent=2))
 
 

@@ -10,16 +10,14 @@ from trainers.methods.rhio.control_tokens import (
     CONTROL_TOKENS,
     NEG,
     POS,
-    AugmentedItem,
     add_control_tokens,
-    augment,
-    contrastive_generate,
-    contrastive_step,
     control_ids,
     control_prompt,
     faithfulness_prompt,
     generate_with_control,
 )
+from trainers.methods.rhio.augmentation import AugmentedItem, augment
+from trainers.methods.rhio.contrastive import contrastive_generate, contrastive_step
 
 __all__ = ["CONTROL_TOKENS", "NEG", "POS", "AugmentedItem", "add_control_tokens", "augment", "contrastive_generate",
            "contrastive_step", "control_ids", "control_prompt", "faithfulness_prompt", "generate_with_control"]

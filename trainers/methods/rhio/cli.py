@@ -30,39 +30,32 @@ def _configure(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args) -> None:
-    from tqdm import tqdm
-
     import workbench
     from workbench.datasets.faithfulness import load_faithfulness
+    from workbench.progress import progress_bar
 
-    from trainers.methods.rhio import control_tokens as rhio
+    from trainers.methods import rhio
 
     langs = args.langs.split(",") if getattr(args, "langs", None) else None
     if args.step == "prepare":
         print(rhio.add_control_tokens(args.base, args.name))
         return
     items = load_faithfulness(langs=langs)[: args.n]
-    bar = tqdm(total=100)
-
-    def report(fraction: float, message: str) -> None:
-        bar.set_description(message)
-        bar.update(max(0, int(fraction * 100) - bar.n))
-
     handle = workbench.load(args.model)
     if args.step == "augment":
         from probes.retrieval import retrieval_scores
 
         heads = [tuple(h) for h in retrieval_scores(handle, lang=args.heads_lang).top(args.top_k)[["layer", "head"]]
                  .itertuples(index=False)]
-        rhio.augment(handle, items, heads, args.mode, out_path=args.out, progress=report)
-        bar.close()
+        with progress_bar("augment") as report:
+            rhio.augment(handle, items, heads, args.mode, out_path=args.out, progress=report)
         print(f"wrote {len(items)} records to {args.out} (masked heads {heads})")
     else:
         from trainers.methods.rhio.evaluation import evaluate_faithfulness
 
-        result = evaluate_faithfulness(handle, items, args.system, args.alpha, progress=report)
-        bar.close()
-        print(json.dumps(result.summary(), indent=1, default=float))
+        with progress_bar("evaluate") as report:
+            result = evaluate_faithfulness(handle, items, args.system, args.alpha, progress=report)
+        print(json.dumps(result.summary().iloc[0].to_dict(), indent=1, default=float))
 
 
 command("rhio", "RHIO pipeline: prepare control tokens, augment with masked retrieval heads, evaluate")((_configure, _run))

@@ -10,19 +10,20 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from workbench import ops
+from workbench import engine
 from workbench.cache import cached, stable_hash
 from workbench.errors import InputError
 from workbench.evals.bootstrap import bootstrap_ci
 from workbench.evals.faithfulness import rougeL_f, support_score
 from workbench.models import ModelHandle
+from workbench.progress import Progress
+from workbench.results import Result
 
-Progress = Callable[[float, str], None]
 SYSTEMS = ("plain", "pos", "contrastive")
 
 
@@ -34,7 +35,7 @@ def answer(handle: ModelHandle, item, system: str = "plain", alpha: float = 1.0,
 
     prompt = rhio.faithfulness_prompt(item.question, item.documents, max_chars)
     if system == "plain":
-        return ops.generate_greedy(handle, prompt, max_new_tokens).text.strip()
+        return engine.generate_greedy(handle, prompt, max_new_tokens).text.strip()
     if system == "pos":
         return rhio.generate_with_control(handle, prompt, rhio.POS, max_new_tokens).text.strip()
     if system == "contrastive":
@@ -43,21 +44,36 @@ def answer(handle: ModelHandle, item, system: str = "plain", alpha: float = 1.0,
 
 
 @dataclass
-class FaithfulnessResult:
+class FaithfulnessResult(Result):
+    """One system's answers to faithfulness items, each with its support and ROUGE-L."""
+
     model: str
     system: str
     rows: list[dict] = field(default_factory=list)  # id, lang, answer, support, rougeL
+    params: dict[str, Any] = field(default_factory=dict)
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
 
-    def summary(self) -> dict:
+    def summary(self) -> pd.DataFrame:
+        """One row: mean support with its 95% bootstrap interval, mean ROUGE-L, empty answers."""
         frame = self.to_frame()
         support = frame["support"].dropna().to_numpy()
         mean, lo, hi = bootstrap_ci(support) if len(support) else (math.nan,) * 3
-        return {"model": self.model, "system": self.system, "items": len(frame), "support": mean,
-                "support_low": lo, "support_high": hi, "rougeL": float(frame["rougeL"].mean()),
-                "empty_answers": int((frame["answer"].str.len() == 0).sum())}
+        return pd.DataFrame([{"model": self.model, "system": self.system, "items": len(frame), "support": mean,
+                              "support_low": lo, "support_high": hi, "rougeL": float(frame["rougeL"].mean()),
+                              "empty_answers": int((frame["answer"].str.len() == 0).sum())}])
+
+    def figure(self):
+        """Mean support and ROUGE-L per language."""
+        import plotly.graph_objects as go
+
+        means = self.to_frame().groupby("lang", sort=False)[["support", "rougeL"]].mean()
+        fig = go.Figure([go.Bar(name=metric, x=means.index.tolist(), y=means[metric].tolist())
+                         for metric in ("support", "rougeL")])
+        fig.update_layout(barmode="group", yaxis_range=[0, 1], xaxis_title="language",
+                          title=f"Faithfulness of {self.model} ({self.system})")
+        return fig
 
 
 def evaluate_faithfulness(handle: ModelHandle, items: Sequence, system: str = "plain", alpha: float = 1.0,
@@ -69,6 +85,8 @@ def evaluate_faithfulness(handle: ModelHandle, items: Sequence, system: str = "p
     if system not in SYSTEMS:
         raise InputError(f"Unknown system {system!r}; choose one of {', '.join(SYSTEMS)}.")
 
+    params = {"system": system, "alpha": alpha, "max_new_tokens": max_new_tokens, "max_chars": max_chars}
+
     def compute() -> FaithfulnessResult:
         rows = []
         for i, item in enumerate(items):
@@ -78,9 +96,8 @@ def evaluate_faithfulness(handle: ModelHandle, items: Sequence, system: str = "p
             rows.append({"id": item.id, "lang": item.lang, "answer": text,
                          "support": support_score(text, item.documents, item.lang).score,
                          "rougeL": rougeL_f(text, item.answer, item.lang)})
-        return FaithfulnessResult(handle.facts.spec, system, rows)
+        return FaithfulnessResult(handle.facts.spec, system, rows, params)
 
-    params = {"system": system, "alpha": alpha, "max_new_tokens": max_new_tokens, "max_chars": max_chars}
     data = stable_hash([(it.id, it.question, it.answer) for it in items])
     return cached("faithfulness", handle, params, data, compute, use_cache)
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from workbench import engine
+
 from trainers.data import encode_pair, pad_batch, pad_id
 from trainers.methods.rhio.control_tokens import NEG, POS, control_ids, control_prompt
 from trainers.methods.sft import response_cross_entropy
@@ -44,8 +46,7 @@ class RHIO:
         return batch
 
     def loss(self, handle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = handle.hf_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                 use_cache=False).logits
+        logits = engine.forward(handle, batch["input_ids"], attention_mask=batch["attention_mask"], grad=True)
         pos_rows, neg_rows = slice(0, None, 2), slice(1, None, 2)
         pos = response_cross_entropy(logits[pos_rows], batch["labels"][pos_rows])
         neg = response_cross_entropy(logits[neg_rows], batch["labels"][neg_rows])

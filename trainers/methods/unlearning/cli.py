@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from workbench.cli import command
@@ -45,41 +44,27 @@ def _configure(p: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace):
     """The pipeline configuration a command line describes: file, then --set, then flags."""
-    import yaml
+    from trainers.methods.unlearning.pipeline import UnlearningPipelineConfig
 
-    from trainers.methods.unlearning.pipeline import PipelineConfigError, UnlearningPipelineConfig
-
-    values = asdict(UnlearningPipelineConfig.from_yaml(args.config)) if args.config else {}
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise PipelineConfigError(f"Override {item!r} must look like key=value.")
-        values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-    for flag, option in FLAGS.items():
-        if getattr(args, flag, None) is not None:
-            values[option] = getattr(args, flag)
-    return UnlearningPipelineConfig.from_dict(values, source="the command line")
+    config = UnlearningPipelineConfig.from_yaml(args.config) if args.config else UnlearningPipelineConfig()
+    updates = UnlearningPipelineConfig.parse_assignments(args.set)
+    updates.update({option: getattr(args, flag) for flag, option in FLAGS.items() if getattr(args, flag, None) is not None})
+    return config.with_overrides(updates, source="the command line")
 
 
 def _run(args: argparse.Namespace) -> None:
     import pandas as pd
-    from tqdm import tqdm
 
     from trainers.methods.unlearning.pipeline import run_pipeline
+    from workbench.progress import progress_bar
 
     config = build_config(args)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    bar = tqdm(total=100, desc="unlearning", unit="%")
-
-    def report(fraction: float, message: str) -> None:
-        bar.set_description(message[:70])
-        bar.update(max(0, int(fraction * 100) - bar.n))
-
-    results = run_pipeline(config, progress=report)
-    bar.close()
+    with progress_bar("unlearning") as report:
+        results = run_pipeline(config, progress=report)
     with pd.option_context("display.width", 200, "display.max_columns", 12, "display.float_format", "{:.3g}".format):
         columns = ["track", "method", "step", "forget.rougeL_recall", "target.rougeL_recall", "target.probability",
                    "forget_quality.forget", "forget_quality.target", "model_utility"]

@@ -19,17 +19,21 @@ is the harmonic mean over the retain and real-world sets.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from trainers.methods.unlearning.entities import QAPair
+from workbench import engine
 from workbench.errors import InputError
+from workbench.models import ModelHandle
+from workbench.progress import Progress
+from workbench.results import Result
 from trainers.methods.unlearning.tofu import (
     UnlearningReport,
     answer_probability,
@@ -53,7 +57,6 @@ __all__ = [
 
 RETAIN_KIND_SETS = ("retain", "real_world")
 NORMALIZED_PROBABILITY_SETS = ("real_world",)
-Progress = Callable[[float, str], None]
 
 
 def _prompt_ids(tokenizer, question: str) -> list[int]:
@@ -66,22 +69,6 @@ def _pad_id(tokenizer) -> int:
     return next(c for c in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if c is not None)
 
 
-@lru_cache(maxsize=8)
-def _newline_ids(tokenizer) -> frozenset[int]:
-    """Ids of every vocabulary token whose text holds a newline (answers end at the first one)."""
-    vocab = tokenizer.get_vocab()
-    return frozenset(i for tok, i in vocab.items() if "\n" in tokenizer.convert_tokens_to_string([tok]))
-
-
-def _stop_ids(model, tokenizer) -> list[int]:
-    stops = set(_newline_ids(tokenizer))
-    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
-        for e in source if isinstance(source, (list, tuple)) else [source]:
-            if e is not None:
-                stops.add(int(e))
-    return sorted(stops)
-
-
 def _batches(n: int, size: int):
     if size < 1:
         raise InputError(f"batch_size must be at least 1 (got {size}).")
@@ -89,42 +76,45 @@ def _batches(n: int, size: int):
         yield start, min(start + size, n)
 
 
-@torch.no_grad()
-def greedy_answers(model, tokenizer, questions: Sequence[str], max_new_tokens: int = 32,
+@contextlib.contextmanager
+def _eval_mode(handle: ModelHandle):
+    """Score in eval mode (no dropout), then leave the model as it was (a trainer's model trains on)."""
+    model = handle.hf_model
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def greedy_answers(handle: ModelHandle, questions: Sequence[str], max_new_tokens: int = 32,
                    batch_size: int = 16) -> list[str]:
     """Greedy answers to `questions`, each cut at its first end-of-sequence or newline token.
 
-    Prompts are left-padded into batches for Hugging Face's KV-cache `generate`.
-    """
+    Prompts of the same length decode together, `batch_size` at a time (no padding)."""
     if max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be at least 1 (got {max_new_tokens}).")
-    stops = _stop_ids(model, tokenizer)
-    stop_set, pad = set(stops), _pad_id(tokenizer)
-    device = next(model.parameters()).device
-    prompts = [_prompt_ids(tokenizer, q) for q in questions]
-    answers: list[str] = []
-    was_training = model.training
-    model.eval()
-    for start, end in _batches(len(prompts), batch_size):
-        chunk = prompts[start:end]
-        width = max(len(p) for p in chunk)
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                             eos_token_id=stops, pad_token_id=pad, top_p=None, top_k=None, temperature=None)
-        for row in out[:, width:].tolist():
-            kept = []
-            for tok in row:
-                if tok in stop_set:
-                    break
-                kept.append(tok)
-            answers.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
-    model.train(was_training)
+    if batch_size < 1:
+        raise InputError(f"batch_size must be at least 1 (got {batch_size}).")
+    prompts = [_prompt_ids(handle.tokenizer, q) for q in questions]
+    by_length: dict[int, list[int]] = {}
+    for index, prompt in enumerate(prompts):
+        by_length.setdefault(len(prompt), []).append(index)
+    answers = [""] * len(prompts)
+    with _eval_mode(handle):
+        for group in by_length.values():
+            for start, end in _batches(len(group), batch_size):
+                rows = group[start:end]
+                out = engine.generate_greedy(handle, torch.tensor([prompts[i] for i in rows]), max_new_tokens,
+                                             stop_at_newline=True)
+                for i, text in zip(rows, out.texts):
+                    answers[i] = text.strip()
     return answers
 
 
 @torch.no_grad()
-def answer_logprob_means(model, tokenizer, questions: Sequence[str], answers: Sequence[str],
+def answer_logprob_means(handle: ModelHandle, questions: Sequence[str], answers: Sequence[str],
                          batch_size: int = 16, max_length: int = 256) -> np.ndarray:
     """Mean per-token log-probability of each answer (with its end-of-sequence token) given its question."""
     from trainers.data import encode_pair, pad_batch
@@ -132,22 +122,19 @@ def answer_logprob_means(model, tokenizer, questions: Sequence[str], answers: Se
 
     if len(questions) != len(answers):
         raise InputError("answer_logprob_means needs one answer per question.")
-    device = next(model.parameters()).device
-    encoded = [encode_pair(tokenizer, q, a, max_length) for q, a in zip(questions, answers)]
+    encoded = [encode_pair(handle.tokenizer, q, a, max_length) for q, a in zip(questions, answers)]
     means = np.empty(len(encoded))
-    was_training = model.training
-    model.eval()
-    for start, end in _batches(len(encoded), batch_size):
-        chunk = encoded[start:end]
-        batch = pad_batch([ids for ids, _ in chunk], [n for _, n in chunk], _pad_id(tokenizer))
-        batch = {k: v.to(device) for k, v in batch.items()}
-        scores = answer_scores(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-        means[start:end] = (scores.sequence_logprobs / scores.mask.sum(-1)).cpu().numpy()
-    model.train(was_training)
+    with _eval_mode(handle):
+        for start, end in _batches(len(encoded), batch_size):
+            chunk = encoded[start:end]
+            batch = pad_batch([ids for ids, _ in chunk], [n for _, n in chunk], _pad_id(handle.tokenizer))
+            batch = {k: v.to(handle.device) for k, v in batch.items()}
+            scores = answer_scores(handle, batch["input_ids"], batch["attention_mask"], batch["labels"])
+            means[start:end] = (scores.sequence_logprobs / scores.mask.sum(-1)).cpu().numpy()
     return means
 
 
-def score_pairs(model, tokenizer, pairs: Sequence[QAPair], set_name: str, batch_size: int = 16,
+def score_pairs(handle: ModelHandle, pairs: Sequence[QAPair], set_name: str, batch_size: int = 16,
                 max_new_tokens: int = 32) -> pd.DataFrame:
     """One row per pair: its greedy answer, ROUGE-L recall, probability and raw truth ratio."""
     if not pairs:
@@ -162,8 +149,8 @@ def score_pairs(model, tokenizer, pairs: Sequence[QAPair], set_name: str, batch_
             questions.append(pair.question)
             texts.append(text)
             owner.append(index)
-    means = answer_logprob_means(model, tokenizer, questions, texts, batch_size)
-    generations = greedy_answers(model, tokenizer, [p.question for p in pairs], max_new_tokens, batch_size)
+    means = answer_logprob_means(handle, questions, texts, batch_size)
+    generations = greedy_answers(handle, [p.question for p in pairs], max_new_tokens, batch_size)
     rows, cursor = [], 0
     for pair, generated in zip(pairs, generations):
         k = len(pair.perturbed_answers)
@@ -184,14 +171,23 @@ def score_pairs(model, tokenizer, pairs: Sequence[QAPair], set_name: str, batch_
 
 
 @dataclass
-class ModelEvaluation:
+class ModelEvaluation(Result):
     """Per-item scores of one model, its TOFU report and Forget Quality on each forgetting set."""
 
     items: pd.DataFrame = field(repr=False)
     report: UnlearningReport
     forget_quality: dict[str, float]
+    model: str = ""
 
-    def summary(self) -> dict[str, float]:
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"sets": list(self.report.sets)}
+
+    def to_frame(self) -> pd.DataFrame:
+        """Every scored question (the frames of :func:`score_pairs`)."""
+        return self.items
+
+    def summary(self) -> pd.DataFrame:
         """One flat row: `<set>.<metric>` means, `forget_quality.<set>` and `model_utility`."""
         row: dict[str, float] = {}
         for name, metrics in self.report.sets.items():
@@ -201,13 +197,26 @@ class ModelEvaluation:
             row[f"forget_quality.{name}"] = value
         present = [s for s in self.report.utility_sets if s in self.report.sets]
         row["model_utility"] = self.report.model_utility if present else math.nan
-        return row
+        return pd.DataFrame([row])
+
+    def figure(self):
+        """The report's means per set: ROUGE-L recall, probability and truth ratio."""
+        import plotly.graph_objects as go
+
+        frame = self.report.to_frame()
+        frame = frame[frame["set"] != "overall"]
+        fig = go.Figure([go.Bar(name=metric, x=part["set"].tolist(), y=part["value"].tolist())
+                         for metric, part in frame.groupby("metric", sort=False)])
+        fig.update_layout(barmode="group", yaxis_title="mean over questions",
+                          title=f"Unlearning evaluation of {self.model or 'the model'}")
+        return fig
 
 
-def summarize_items(items: pd.DataFrame, retain_only_items: pd.DataFrame | None = None) -> ModelEvaluation:
+def summarize_items(items: pd.DataFrame, retain_only_items: pd.DataFrame | None = None,
+                    model: str = "") -> ModelEvaluation:
     """Summaries of per-item scores (the frames of :func:`score_pairs`, concatenated). With the
     retain-only model's items, Forget Quality (KS p-value of raw truth ratios) is added for every
-    set both hold, except the retain-kind ones."""
+    set both hold, except the retain-kind ones. `model` is the evaluated model's spec."""
     if items.empty:
         raise InputError("There are no scored items to summarise.")
     summaries = {}
@@ -221,21 +230,21 @@ def summarize_items(items: pd.DataFrame, retain_only_items: pd.DataFrame | None 
             if name not in RETAIN_KIND_SETS and len(reference):
                 quality[name] = forget_quality(items.loc[items["set"] == name, "truth_ratio"], reference)
     report = UnlearningReport(sets=summaries, forget_quality=quality.get("forget"))
-    return ModelEvaluation(items, report, quality)
+    return ModelEvaluation(items, report, quality, model)
 
 
-def evaluate_model(model, tokenizer, sets: Mapping[str, Sequence[QAPair]],
+def evaluate_model(handle: ModelHandle, sets: Mapping[str, Sequence[QAPair]],
                    retain_only_items: pd.DataFrame | None = None, batch_size: int = 16,
                    max_new_tokens: int = 32, progress: Progress | None = None) -> ModelEvaluation:
-    """Score `model` on each named set and summarise (see :func:`summarize_items`)."""
+    """Score the model on each named set and summarise (see :func:`summarize_items`)."""
     if not sets:
         raise InputError("evaluate_model needs at least one QA set.")
     frames = []
     for i, (name, pairs) in enumerate(sets.items()):
         if progress:
             progress(i / len(sets), f"scoring the {name} set ({len(pairs)} questions)")
-        frames.append(score_pairs(model, tokenizer, pairs, name, batch_size, max_new_tokens))
-    return summarize_items(pd.concat(frames, ignore_index=True), retain_only_items)
+        frames.append(score_pairs(handle, pairs, name, batch_size, max_new_tokens))
+    return summarize_items(pd.concat(frames, ignore_index=True), retain_only_items, handle.facts.spec)
 
 
 def set_metrics_frame(evaluation: ModelEvaluation) -> pd.DataFrame:

@@ -29,13 +29,14 @@ vocabulary costs several times the rest of the forward pass of a small model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from trainers.data import IGNORE_INDEX, encode_pair, pad_batch, pad_id
+from trainers.data import encode_pair, pad_batch, pad_id
+from workbench import engine
+from workbench.models import ModelHandle
 
 FORGET_FIELDS = ("instruction", "output")
 RETAIN_FIELDS = ("retain_instruction", "retain_output")
@@ -67,24 +68,14 @@ class AnswerScores:
         return -(self.token_logprobs * self.mask).sum() / self.mask.sum().clamp(min=1)
 
 
-def answer_scores(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+def answer_scores(handle: ModelHandle, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                   labels: torch.Tensor, keep_logits: bool = False) -> AnswerScores:
-    """Score the tokens whose label is not -100, unembedding only the positions that predict them.
-
-    Equal to `log_softmax(model(input_ids).logits)` gathered at the labels (tested); works on any
-    Hugging Face causal LM whose `base_model` returns hidden states after the final norm.
-    """
-    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-    mask = labels[:, 1:] != IGNORE_INDEX
-    logits = model.get_output_embeddings()(hidden[:, :-1][mask])
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    logits = logits.float()
-    picked = torch.log_softmax(logits, dim=-1).gather(-1, labels[:, 1:][mask].unsqueeze(-1)).squeeze(-1)
-    token_logprobs = torch.zeros(mask.shape, dtype=picked.dtype, device=picked.device)
-    token_logprobs[mask] = picked
-    return AnswerScores(token_logprobs, mask.to(picked.dtype), logits if keep_logits else None)
+    """Score the tokens whose label is not -100 (only the positions that predict them are
+    unembedded); gradients flow when grad mode is on. Equal to `log_softmax(model(input_ids).logits)`
+    gathered at the labels (tested)."""
+    token_logprobs, mask, logits = engine.label_logprobs(handle, input_ids, labels, attention_mask,
+                                                         grad=torch.is_grad_enabled(), keep_logits=keep_logits)
+    return AnswerScores(token_logprobs, mask, logits)
 
 
 # ---------------------------------------------------------------------- the losses (pure)
@@ -109,18 +100,13 @@ def npo_loss(forget: torch.Tensor, ref_forget: torch.Tensor, beta: float) -> tor
 
 # ---------------------------------------------------------------------- the reference model
 
-def load_reference(spec: str, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """A frozen copy of `spec` (plain Hugging Face model, eval mode, no gradients)."""
-    from transformers import AutoModelForCausalLM
+def load_reference(spec: str, device: str | torch.device = "cpu") -> ModelHandle:
+    """A frozen copy of `spec` (eval mode, no gradients), booted apart from the shared cache."""
+    from workbench.models import boot
 
-    from workbench.models import _check_folder, _hub_folder, resolve_spec
-
-    resolved = resolve_spec(spec)
-    folder = _hub_folder(resolved.path, None) if resolved.source == "hub" else Path(resolved.path)
-    _check_folder(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, use_safetensors=True)
-    model.requires_grad_(False)
-    return model.to(device).eval()
+    handle = boot(spec, device=str(device))
+    handle.hf_model.eval().requires_grad_(False)
+    return handle
 
 
 # ---------------------------------------------------------------------- the methods
@@ -140,7 +126,7 @@ class Unlearning:
         if not beta > 0:
             raise ValueError(f"beta must be greater than 0 (got {beta}).")
         self.beta = float(beta)
-        self.reference: torch.nn.Module | None = None
+        self.reference: ModelHandle | None = None
         fields = {"forget": FORGET_FIELDS, "retain": RETAIN_FIELDS, "idk": (FORGET_FIELDS[0], IDK_FIELD)}
         self.required_fields = tuple(dict.fromkeys(f for part in self.parts for f in fields[part]))
 
@@ -159,10 +145,10 @@ class Unlearning:
             batch.update({self._prefix(part) + key: value for key, value in padded.items()})
         return batch
 
-    def _scores(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], part: str,
+    def _scores(self, handle: ModelHandle, batch: dict[str, torch.Tensor], part: str,
                 keep_logits: bool = False) -> AnswerScores:
         prefix = self._prefix(part)
-        return answer_scores(model, batch[prefix + "input_ids"], batch[prefix + "attention_mask"],
+        return answer_scores(handle, batch[prefix + "input_ids"], batch[prefix + "attention_mask"],
                              batch[prefix + "labels"], keep_logits)
 
     def _prefix(self, part: str) -> str:
@@ -171,7 +157,7 @@ class Unlearning:
         return "" if part == self.parts[0] else f"{part}_"
 
     def loss(self, handle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.objective(handle.hf_model, batch)
+        return self.objective(handle, batch)
 
     def reference_scores(self, batch: dict[str, torch.Tensor], part: str, keep_logits: bool = False) -> AnswerScores:
         if self.reference is None:
@@ -179,7 +165,7 @@ class Unlearning:
         with torch.no_grad():
             return self._scores(self.reference, batch, part, keep_logits)
 
-    def objective(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def objective(self, handle: ModelHandle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
     def extra_files(self) -> dict[str, Any]:
@@ -194,8 +180,8 @@ class GA(Unlearning):
 
     name = "unlearn-ga"
 
-    def objective(self, model, batch):
-        forget = self._scores(model, batch, "forget").nll
+    def objective(self, handle, batch):
+        forget = self._scores(handle, batch, "forget").nll
         return -forget, {"forget_nll": forget.item()}
 
 
@@ -205,9 +191,9 @@ class GD(Unlearning):
     name = "unlearn-gd"
     parts = ("forget", "retain")
 
-    def objective(self, model, batch):
-        forget = self._scores(model, batch, "forget").nll
-        retain = self._scores(model, batch, "retain").nll
+    def objective(self, handle, batch):
+        forget = self._scores(handle, batch, "forget").nll
+        retain = self._scores(handle, batch, "retain").nll
         return retain - forget, {"forget_nll": forget.item(), "retain_nll": retain.item()}
 
 
@@ -218,9 +204,9 @@ class KL(Unlearning):
     parts = ("forget", "retain")
     uses_reference = True
 
-    def objective(self, model, batch):
-        forget = self._scores(model, batch, "forget").nll
-        retain = self._scores(model, batch, "retain", keep_logits=True)
+    def objective(self, handle, batch):
+        forget = self._scores(handle, batch, "forget").nll
+        retain = self._scores(handle, batch, "retain", keep_logits=True)
         ref = self.reference_scores(batch, "retain", keep_logits=True)
         kl = kl_divergence(ref.logits, retain.logits)
         return kl - forget, {"forget_nll": forget.item(), "retain_kl": kl.item()}
@@ -232,9 +218,9 @@ class IDK(Unlearning):
     name = "unlearn-idk"
     parts = ("idk", "retain")
 
-    def objective(self, model, batch):
-        idk = self._scores(model, batch, "idk").nll
-        retain = self._scores(model, batch, "retain").nll
+    def objective(self, handle, batch):
+        idk = self._scores(handle, batch, "idk").nll
+        retain = self._scores(handle, batch, "retain").nll
         return idk + retain, {"idk_nll": idk.item(), "retain_nll": retain.item()}
 
 
@@ -245,9 +231,9 @@ class DPO(Unlearning):
     parts = ("forget", "idk")
     uses_reference = True
 
-    def objective(self, model, batch):
-        forget = self._scores(model, batch, "forget").sequence_logprobs
-        idk = self._scores(model, batch, "idk").sequence_logprobs
+    def objective(self, handle, batch):
+        forget = self._scores(handle, batch, "forget").sequence_logprobs
+        idk = self._scores(handle, batch, "idk").sequence_logprobs
         ref_forget = self.reference_scores(batch, "forget").sequence_logprobs
         ref_idk = self.reference_scores(batch, "idk").sequence_logprobs
         loss = dpo_loss(idk, forget, ref_idk, ref_forget, self.beta)
@@ -260,8 +246,8 @@ class NPO(Unlearning):
     name = "unlearn-npo"
     uses_reference = True
 
-    def objective(self, model, batch):
-        forget = self._scores(model, batch, "forget").sequence_logprobs
+    def objective(self, handle, batch):
+        forget = self._scores(handle, batch, "forget").sequence_logprobs
         ref_forget = self.reference_scores(batch, "forget").sequence_logprobs
         loss = npo_loss(forget, ref_forget, self.beta)
         return loss, {"npo": loss.item(), "forget_logratio": (forget - ref_forget).mean().item()}
@@ -273,9 +259,9 @@ class NPOGD(NPO):
     name = "unlearn-npo-gd"
     parts = ("forget", "retain")
 
-    def objective(self, model, batch):
-        npo, terms = super().objective(model, batch)
-        retain = self._scores(model, batch, "retain").nll
+    def objective(self, handle, batch):
+        npo, terms = super().objective(handle, batch)
+        retain = self._scores(handle, batch, "retain").nll
         return npo + retain, {**terms, "retain_nll": retain.item()}
 
 

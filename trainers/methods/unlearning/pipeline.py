@@ -23,12 +23,11 @@ import json
 import logging
 import math
 import random
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import pandas as pd
-import yaml
 
 from workbench import registry
 from trainers.methods.unlearning.entities import (
@@ -41,25 +40,26 @@ from trainers.methods.unlearning.entities import (
     to_jsonl,
 )
 from workbench.errors import InputError
+from workbench.models import ModelHandle
 from trainers.methods.unlearning.evaluation import ModelEvaluation, greedy_answers, score_pairs, summarize_items
 from workbench.paths import atomic_write_text
+from workbench.progress import Progress
 
-from trainers.config import TrainConfig
+from trainers.config import ConfigError, TrainConfig, YamlConfig
 from trainers.methods.unlearning.methods import SHORT_NAMES
 from trainers.methods.unlearning.results import UnlearningResults, results_dir
 
 log = logging.getLogger("trainers.unlearning")
-Progress = Callable[[float, str], None]
 TRACKS = ("injected", "pretrained")
 REAL_ENTITIES_FILE = DATA_DIR / "real_entities.json"
 
 
-class PipelineConfigError(InputError):
+class PipelineConfigError(ConfigError):
     """An unlearning pipeline configuration that cannot run."""
 
 
 @dataclass
-class UnlearningPipelineConfig:
+class UnlearningPipelineConfig(YamlConfig):
     """Every knob of the pipeline. Training options not listed here keep `TrainConfig`'s defaults."""
 
     name: str = "unlearning"
@@ -88,8 +88,7 @@ class UnlearningPipelineConfig:
     verify_real: bool = True
     keep_checkpoints: bool = False
 
-    def __post_init__(self) -> None:
-        self.validate()
+    error = PipelineConfigError
 
     def validate(self) -> None:
         if not self.name.strip() or any(c in self.name for c in "/\\@") or self.name.startswith("."):
@@ -112,30 +111,6 @@ class UnlearningPipelineConfig:
         for name in ("inject_lr", "lr", "beta"):
             if not getattr(self, name) > 0:
                 raise PipelineConfigError(f"{name} must be greater than 0 (got {getattr(self, name)}).")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "the configuration") -> "UnlearningPipelineConfig":
-        if not isinstance(values, dict):
-            raise PipelineConfigError(f"{source} must be a mapping of option: value.")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise PipelineConfigError(f"Unknown option(s) in {source}: {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
-        return cls(**values)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "UnlearningPipelineConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise PipelineConfigError(f"Configuration file {path} does not exist.")
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise PipelineConfigError(f"{path} is not valid YAML: {exc}") from None
-        return cls.from_dict(values or {}, source=str(path))
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(asdict(self), sort_keys=False, allow_unicode=True)
 
     def train_config(self, **values: Any) -> TrainConfig:
         """A `TrainConfig` with this pipeline's shared options and the given ones."""
@@ -194,10 +169,10 @@ def answers_correctly(generation: str, value: str, wrong: Sequence[str]) -> bool
     return value.lower() in text and "?" not in text and not any(w.lower() in text for w in wrong)
 
 
-def check_real_entities(model, tokenizer, candidates: Sequence[tuple[QAPair, str, list[str]]],
+def check_real_entities(handle: ModelHandle, candidates: Sequence[tuple[QAPair, str, list[str]]],
                         max_new_tokens: int = 32) -> pd.DataFrame:
-    """Greedy answers of `model` to every candidate question, and whether each is correct."""
-    answers = greedy_answers(model, tokenizer, [p.question for p, _, _ in candidates], max_new_tokens)
+    """Greedy answers of the model to every candidate question, and whether each is correct."""
+    answers = greedy_answers(handle, [p.question for p, _, _ in candidates], max_new_tokens)
     rows = []
     for (pair, value, wrong), answer in zip(candidates, answers):
         rows.append({"entity": pair.entity, "attribute": pair.attribute, "question": pair.question, "value": value,
@@ -248,22 +223,13 @@ def prepare_data(config: UnlearningPipelineConfig, folder: Path) -> tuple[Unlear
     return splits, inject, retain, unlearn
 
 
-def _tokenizer(spec: str):
-    from transformers import AutoTokenizer
-
-    from workbench.models import resolve_spec
-
-    return AutoTokenizer.from_pretrained(resolve_spec(spec).path)
-
-
 class _Runner:
     """One pipeline run: holds the config, folder, progress reporting and the rows collected."""
 
     def __init__(self, config: UnlearningPipelineConfig, progress: Progress | None):
         self.config, self.progress = config, progress
         self.folder = results_dir(config.name)
-        self.tokenizer = None  # every model of a run shares the base model's tokenizer: load it once
-        self.loaded: tuple[str, Any] | None = None  # (spec, model) of the last model evaluated
+        self.loaded: tuple[str, ModelHandle] | None = None  # (spec, model) of the last model evaluated
         self.rows: list[dict] = []
         self.items: list[pd.DataFrame] = []
         self.notes: list[str] = []
@@ -298,20 +264,19 @@ class _Runner:
         """Per-item frames of `spec` on `sets` (set name -> frame)."""
         from trainers.methods.unlearning.methods import load_reference
 
-        if self.tokenizer is None:
-            self.tokenizer = _tokenizer(spec)
         if self.loaded is None or self.loaded[0] != spec:
             self.loaded = None  # free the previous model first
             self.loaded = (spec, load_reference(spec))
-        return {name: score_pairs(self.loaded[1], self.tokenizer, pairs, name, max_new_tokens=self.config.max_new_tokens)
+        return {name: score_pairs(self.loaded[1], pairs, name, max_new_tokens=self.config.max_new_tokens)
                 for name, pairs in sets.items() if pairs}
 
     def record(self, track: str, method: str, step: int, spec: str, frames: dict[str, pd.DataFrame],
                retain_only: dict[str, pd.DataFrame] | None) -> ModelEvaluation:
         items = pd.concat(list(frames.values()), ignore_index=True)
         reference = pd.concat(list(retain_only.values()), ignore_index=True) if retain_only else None
-        evaluation = summarize_items(items, reference)
-        self.rows.append({"track": track, "method": method, "step": step, "model": spec, **evaluation.summary()})
+        evaluation = summarize_items(items, reference, spec)
+        self.rows.append({"track": track, "method": method, "step": step, "model": spec,
+                          **evaluation.summary().iloc[0].to_dict()})
         self.items.append(items.assign(track=track, method=method, step=step))
         return evaluation
 
@@ -337,8 +302,7 @@ def run_pipeline(config: UnlearningPipelineConfig, progress: Progress | None = N
         if config.verify_real:
             from trainers.methods.unlearning.methods import load_reference
 
-            run.tokenizer = _tokenizer(config.base_model)
-            real_check = check_real_entities(load_reference(config.base_model), run.tokenizer, candidates,
+            real_check = check_real_entities(load_reference(config.base_model), candidates,
                                              config.max_new_tokens)
             known = [pair for (pair, _, _), ok in zip(candidates, real_check["correct"]) if ok]
         else:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from workbench.errors import InputError
 from workbench.paths import atomic_write_text, safe_child, subdir
+from workbench.results import Result
 
 TABLE_FILE, ITEMS_FILE, CHECK_FILE, RUN_FILE = "results.csv", "items.csv", "real_entity_check.csv", "run.json"
 TRACK_LABELS = {"injected": "injected (invented) entities", "pretrained": "pre-trained (real) entities"}
@@ -48,13 +49,24 @@ def _relative_drop(before: float, after: float) -> float:
 
 
 @dataclass
-class UnlearningResults:
+class UnlearningResults(Result):
+    """Every checkpoint's scores of one pipeline run (see the module docstring for the files)."""
+
     name: str
     table: pd.DataFrame
     items: pd.DataFrame = field(repr=False)
     real_check: pd.DataFrame | None = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        """The base model the entities were injected into."""
+        return self.config.get("base_model", "")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.config
 
     # ------------------------------------------------------------------ files
 
@@ -82,6 +94,10 @@ class UnlearningResults:
 
     def to_frame(self) -> pd.DataFrame:
         return self.table
+
+    def summary(self) -> pd.DataFrame:
+        """The headline: per track and method, the last checkpoint against the injected model."""
+        return self.comparison_frame()
 
     def comparison_frame(self) -> pd.DataFrame:
         """Injected vs pre-trained entities: per track and method, the last checkpoint against the

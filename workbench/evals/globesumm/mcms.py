@@ -2,7 +2,7 @@
 
 The prompts and pipelines live in :mod:`workbench.evals.globesumm.data` (no model inside), the
 metrics in :mod:`workbench.evals.globesumm.summarization` and :mod:`workbench.evals.rouge`; this module joins
-them to a loaded model: greedy decoding through :func:`workbench.ops.generate_greedy` with a
+them to a loaded model: greedy decoding through :func:`workbench.engine.generate_greedy` with a
 bounded number of new tokens, prompts shortened to fit the model's context, one cached run per
 (event, pipeline), and per-pipeline means with bootstrap intervals over events.
 
@@ -16,19 +16,22 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
 
-from workbench import ops
+from workbench import engine
 from workbench.cache import cached, stable_hash
 from workbench.evals.globesumm.data import PIPELINES, Event, SummaryRun, load_events, summarize
 from workbench.errors import InputError
 from workbench.evals.bootstrap import bootstrap_ci
-from workbench.evals.harness import Progress, as_handle, record_metrics
+from workbench.evals.harness import as_handle, record_metrics
 from workbench.evals.rouge import primary_language
 from workbench.evals.globesumm.summarization import score_summary
 from workbench.models import ModelHandle
+from workbench.progress import Progress
+from workbench.results import Result
 
 __all__ = [
     "DEFAULT_PIPELINES",
@@ -62,7 +65,7 @@ DEFAULT_PROMPT_CAP = 4096
 
 
 @dataclass
-class MCMSResult:
+class MCMSResult(Result):
     """Summaries of each event by each pipeline, with their metrics.
 
     ``rows`` holds one dict per (event, pipeline): ``event``, ``pipeline``, ``summary``,
@@ -71,18 +74,23 @@ class MCMSResult:
     :class:`SummaryRun` objects (every prompt and output).
     """
 
-    spec: str
+    model: str
     pipelines: list[str]
     max_new_tokens: int
     max_prompt_tokens: int
     rows: list[dict] = field(default_factory=list)
     runs: list[SummaryRun] = field(default_factory=list)
 
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"pipelines": self.pipelines, "max_new_tokens": self.max_new_tokens,
+                "max_prompt_tokens": self.max_prompt_tokens}
+
     def to_frame(self) -> pd.DataFrame:
         """One row per (event, pipeline) with its metrics."""
         return pd.DataFrame(self.rows)
 
-    def summary_frame(self, n_resamples: int = 1000) -> pd.DataFrame:
+    def summary(self, n_resamples: int = 1000) -> pd.DataFrame:
         """One row per (pipeline, metric): mean over events with a 95% bootstrap interval."""
         frame = self.to_frame()
         records = []
@@ -109,7 +117,7 @@ class MCMSResult:
 
     def figure(self) -> go.Figure:
         """Grouped bars: each metric's mean per pipeline, with its bootstrap interval."""
-        table = self.summary_frame()
+        table = self.summary()
         fig = go.Figure()
         for pipeline in self.pipelines:
             part = table[table["pipeline"] == pipeline]
@@ -125,7 +133,7 @@ class MCMSResult:
         n_events = len({row["event"] for row in self.rows})
         fig.update_layout(
             barmode="group", yaxis_title="score (mean over events, 95% CI)", yaxis_range=[0, 1],
-            title=f"GlobeSumm MCMS on {self.spec} ({n_events} event{'s' * (n_events != 1)}; "
+            title=f"GlobeSumm MCMS on {self.model} ({n_events} event{'s' * (n_events != 1)}; "
                   "↑ higher is better, ↓ lower is better)",
             legend_title="pipeline",
         )
@@ -155,7 +163,7 @@ def _prompt_ids(handle: ModelHandle, prompt: str, chat: bool) -> list[int]:
 def _generate_fn(handle: ModelHandle, max_new_tokens: int, chat: bool) -> Callable[[str], str]:
     def generate(prompt: str) -> str:
         ids = _prompt_ids(handle, prompt, chat)
-        return clean_output(ops.generate_greedy(handle, ids, max_new_tokens=max_new_tokens).text)
+        return clean_output(engine.generate_greedy(handle, ids, max_new_tokens=max_new_tokens).text)
 
     return generate
 
@@ -271,5 +279,5 @@ def run_mcms(
 
 
 def _manifest_metrics(result: MCMSResult) -> dict[str, float]:
-    table = result.summary_frame()
+    table = result.summary()
     return {f"globesumm/{r.pipeline}/{r.metric}": float(r.score) for r in table.itertuples()}
