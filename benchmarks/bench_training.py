@@ -2,6 +2,10 @@
 model, LoRA setup, batches and optimizer. The ratio is the loop's overhead (bridge hooks,
 Accelerate, logging) in CPU seconds per token, which a busy machine disturbs less than wall time;
 the detail gives SFT tokens/s (wall), the baseline the other methods are compared with.
+
+A second row runs the same loop under bf16 autocast (`mixed_precision: bf16`, float32 weights) and
+gives its wall seconds per token over the float32 run's: below 1 where bf16 pays (GPUs with bf16
+tensor cores), often above 1 on CPUs without bf16 matrix units.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ SETTINGS = dict(base_model="gemma-3-270m", data="demo", batch_size=4, max_length
                 lora=True, lora_r=16, lora_alpha=32, seed=0, warmup_ratio=0.0)
 
 
-def _loop() -> tuple[float, float]:
-    """(CPU seconds per token, wall tokens/s) of `trainers.loop.train`, steps 2..STEPS."""
+def _loop(**changes) -> tuple[float, float]:
+    """(CPU seconds per token, wall tokens/s) of `trainers.loop.train` with SETTINGS and `changes`,
+    steps 2..STEPS."""
     from trainers.config import TrainConfig
     from trainers.loop import run_dir, train
     from workbench import registry
@@ -25,7 +30,7 @@ def _loop() -> tuple[float, float]:
     run = f"bench-sft-{int(time.time())}"
     marks: list[float] = []
     try:
-        result = train(TrainConfig(**SETTINGS, output=run, max_steps=STEPS),
+        result = train(TrainConfig(**{**SETTINGS, **changes}, output=run, max_steps=STEPS),
                        progress=lambda fraction, message: marks.append(time.process_time()))
         rows = [m for m in result.metrics if m.get("event") == "train"]
     finally:
@@ -76,6 +81,10 @@ def _plain() -> tuple[float, float]:
 def run() -> list[dict]:
     plain_cpu, plain_rate = _plain()
     loop_cpu, loop_rate = _loop()
+    _, bf16_rate = _loop(mixed_precision="bf16")
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    setting = f"{SETTINGS['base_model']}, LoRA r16, batch 4 x <=64 tokens, {STEPS - 1} steps each"
     return [{"name": "train: SFT loop / plain PyTorch+peft (CPU s per token)", "ratio": loop_cpu / plain_cpu,
-             "detail": f"SFT {loop_rate:.1f} tokens/s vs plain {plain_rate:.1f} tokens/s wall (gemma-3-270m, "
-                       f"LoRA r16, batch 4 x <=64 tokens, fp32, {STEPS - 1} steps each)"}]
+             "detail": f"SFT {loop_rate:.1f} tokens/s vs plain {plain_rate:.1f} tokens/s wall ({setting}, fp32)"},
+            {"name": "training step bf16 autocast / fp32 (wall s per token)", "ratio": loop_rate / bf16_rate,
+             "detail": f"bf16 {bf16_rate:.1f} vs fp32 {loop_rate:.1f} tokens/s wall on {device} ({setting})"}]

@@ -1,11 +1,13 @@
 """Scale-out is real: `accelerate launch` with 2 CPU processes (gloo) reaches the same weights as
-one process with the same global batch (2 x 2 micro-batches vs 1 x 2 accumulated)."""
+one process with the same global batch (2 x 2 micro-batches vs 1 x 2 accumulated). The launch
+uses the committed examples/accelerate/cpu_2proc.yaml."""
 
 import json
 import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +17,8 @@ from trainers.config import TrainConfig
 from trainers.data import DEMO_FILE
 from trainers.loop import train
 from workbench import registry
+
+CPU_2PROC = Path(__file__).resolve().parent.parent / "examples" / "accelerate" / "cpu_2proc.yaml"
 
 
 def _free_port() -> int:
@@ -37,8 +41,7 @@ def test_two_processes_match_one_process_with_accumulation(tmp_path, monkeypatch
     config = tmp_path / "two.yaml"
     config.write_text(base.replace(output="two").to_yaml())
 
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC),
                "--main_process_port", str(_free_port()), "-m", "workbench", "train", "sft", "--config", str(config)]
     env = {**os.environ, "WORKBENCH_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "CUDA_VISIBLE_DEVICES": ""}
@@ -49,6 +52,7 @@ def test_two_processes_match_one_process_with_accumulation(tmp_path, monkeypatch
     two = registry.get("two")
     start = json.loads((home / "runs" / "two" / "metrics.jsonl").read_text().splitlines()[0])
     assert start["num_processes"] == 2 and start["global_batch"] == 4 and two.manifest["num_processes"] == 2
+    assert start["distributed_type"] == "MULTI_CPU"  # torchrun processes on CPUs, gloo
 
     a, b = _weights(one.checkpoint), _weights(two)
     for name in a:

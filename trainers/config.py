@@ -23,10 +23,13 @@ from workbench.errors import InputError
 
 SCHEDULERS = ("cosine", "linear", "constant")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+DTYPES = ("float32", "bfloat16", "float16")
 DEMO_DATA = "demo"
 
-# Fields that change no computed number: a resumed run may change them freely.
-BOOKKEEPING_FIELDS = frozenset({"resume", "eval_every", "save_every", "keep_last", "log_every", "report_to"})
+# Fields that change no computed number: a resumed run may change them freely (gradient
+# checkpointing recomputes the same activations; tests/test_trainer_scale.py checks the gradients).
+BOOKKEEPING_FIELDS = frozenset({"resume", "eval_every", "save_every", "keep_last", "log_every", "report_to",
+                                "gradient_checkpointing"})
 
 
 class ConfigError(InputError):
@@ -145,6 +148,8 @@ class TrainConfig(YamlConfig):
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"
+    dtype: str = "float32"
+    gradient_checkpointing: bool = False
     report_to: list[str] = field(default_factory=list)
     resume: bool = False
     method_args: dict[str, Any] = field(default_factory=dict)
@@ -169,6 +174,10 @@ class TrainConfig(YamlConfig):
             raise ConfigError(f"max_grad_norm must be 0 (no clipping) or more (got {self.max_grad_norm}).")
         _choice("scheduler", self.scheduler, SCHEDULERS)
         _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        _choice("dtype", self.dtype, DTYPES)
+        if self.mixed_precision == "fp16" and self.dtype != "float32":
+            raise ConfigError(f"mixed_precision: fp16 needs dtype: float32 (got {self.dtype!r}): its gradient scaler "
+                              "refuses float16 gradients. For half-precision weights use dtype: bfloat16.")
         for name in ("method", "base_model", "data"):
             if not getattr(self, name).strip():
                 raise ConfigError(f"{name} must not be empty.")

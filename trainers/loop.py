@@ -1,29 +1,37 @@
 """The one training loop every method uses, on Hugging Face Accelerate.
 
 The same code runs in this process on a CPU, on one GPU, or as several processes / nodes started
-by `accelerate launch` (DDP; gloo on CPUs). A method only builds batches and computes a loss; the
-loop does the rest: seeds, AdamW with a warmup + cosine/linear schedule, gradient accumulation,
+by `accelerate launch` (DDP, gloo on CPUs; FSDP; DeepSpeed), with the precision, weight dtype and
+gradient checkpointing the configuration asks for. A method only builds batches and computes a
+loss; the loop does the rest: seeds, AdamW with a warmup + cosine/linear schedule, gradient accumulation,
 periodic evaluation, JSON-lines metrics, checkpoints in the registry, exact resume, and a clean
 stop on request (a STOP file in the run folder, SIGTERM or Ctrl-C) at an optimizer-step boundary.
 
 Gradient sync: the method's whole loss computation is the forward of one container module holding
-the model and the method's extra modules, and that container is what Accelerate wraps in DDP. So a
-method may call `handle.hf_model` and its own modules directly, use hooks, run several forward
-passes, and every trainable parameter is still averaged across processes.
+the model and the method's extra modules, and that container is what Accelerate wraps (DDP, FSDP,
+DeepSpeed). So a method may call `handle.hf_model` and its own modules directly, use hooks, run
+several forward passes, and every trainable parameter is still averaged across processes.
+
+Sharded runs (FSDP, DeepSpeed): the parameters (FSDP, ZeRO-3) and the optimizer state are split
+across processes, so each checkpoint gathers the full state dict on the main process through
+Accelerate and exports that; these checkpoints carry no resume state, so such a run restarts from
+`ckpt:NAME` instead of resuming. See docs/training_at_scale.md for the launch configurations.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
+import os
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import torch
 
@@ -42,6 +50,8 @@ from .model import TrainableModel, export_hf, load_for_training, trainable_param
 
 STOP_FILE = "STOP"
 LOCK_FILE = ".lock"
+
+log = logging.getLogger("trainers.loop")
 
 
 # ---------------------------------------------------------------------- run folders
@@ -101,6 +111,11 @@ class _LossModule(torch.nn.Module):
         self.extras = torch.nn.ModuleList(extras)
         self._handle = model.handle
         self._method = method
+
+    @property
+    def _no_split_modules(self) -> Collection[str] | None:
+        """The model's decoder-layer classes: what FSDP's transformer-layer auto wrap shards by."""
+        return getattr(self.model, "_no_split_modules", None)
 
     def forward(self, batch: dict[str, torch.Tensor]):
         return self._method.loss(self._handle, batch)
@@ -239,10 +254,16 @@ def train(config: TrainConfig | str | Path | dict, progress: Progress | None = N
         if "tensorboard" in config.report_to and not is_tensorboard_available():
             raise InputError("report_to: tensorboard needs the tensorboard package (pip install tensorboard).")
 
+    cpu = _cpu_only()
+    if cpu and config.mixed_precision == "fp16":
+        raise InputError("mixed_precision: fp16 needs a GPU (on CPUs Accelerate would train in float32 without "
+                         "saying so); use bf16 or no.")
+    _allow_new_precision(config.mixed_precision)
     ddp = DistributedDataParallelKwargs(find_unused_parameters=getattr(method, "find_unused_parameters", False))
-    accelerator = Accelerator(cpu=_cpu_only(), gradient_accumulation_steps=config.grad_accum,
+    accelerator = Accelerator(cpu=cpu, gradient_accumulation_steps=config.grad_accum,
                               mixed_precision=config.mixed_precision, kwargs_handlers=[ddp],
                               log_with=config.report_to or None)
+    _follow_config(accelerator, config)
     run = _on_main(accelerator, lambda: config.output or default_run_name(config.method))
     config = config.replace(output=run)
     folder = run_dir(run)
@@ -251,6 +272,30 @@ def train(config: TrainConfig | str | Path | dict, progress: Progress | None = N
         start = _on_main(accelerator, lambda: _prepare_run(config, accelerator.num_processes))
         loop = _Loop(config, method, records, eval_records, accelerator, start, progress)
         return loop.run()
+
+
+def _allow_new_precision(mixed_precision: str) -> None:
+    """Accelerate fixes the mixed precision for the life of a process. A single process that trains
+    again with another precision (a notebook: fp32, then bf16) starts Accelerate's state afresh;
+    processes that `accelerate launch` started train once and are left alone."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("num_processes") == 1 and state.get("_mixed_precision") != mixed_precision:
+        AcceleratorState._reset_state()
+
+
+def _follow_config(accelerator, config: TrainConfig) -> None:
+    """The training configuration decides precision and clipping wherever the run is launched: say
+    so when the launcher asked for another precision, and hand `max_grad_norm` to DeepSpeed, which
+    clips inside its own step (Accelerate's `clip_grad_norm_` only reads the norm there)."""
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", config.mixed_precision)
+    if launched != config.mixed_precision and accelerator.is_main_process:
+        log.warning("The launcher asked for mixed_precision %s; the training configuration's %r is used "
+                    "(set it with --set mixed_precision=...).", launched, config.mixed_precision)
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None and plugin.deepspeed_config.get("gradient_clipping", "auto") == "auto":
+        plugin.deepspeed_config["gradient_clipping"] = config.max_grad_norm
 
 
 def _prepare_run(config: TrainConfig, num_processes: int) -> dict[str, Any]:
@@ -304,10 +349,10 @@ class _Loop:
         if self.resume_from:
             self._restore_weights(self.resume_from)
         named = trainable_parameters(self.model)
-        self.params = list(named.values()) + [p for m in self.extras for p in m.parameters() if p.requires_grad]
-        if not self.params:
+        params = list(named.values()) + [p for m in self.extras for p in m.parameters() if p.requires_grad]
+        if not params:
             raise InputError("Nothing to train: the model and the method have no trainable parameters.")
-        optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         tokenizer = self.model.handle.tokenizer
         # The loader's own generator: starting to iterate then draws no number from the global RNG,
         # so a resumed run's dropout / sampling continues exactly where the checkpoint left it.
@@ -332,6 +377,13 @@ class _Loop:
         self.last_eval: float | None = None
         self.evaluated_at_end = False
         self.checkpoint: registry.Checkpoint | None = registry.get(f"{self.run_name}@{self.step}") if self.resume_from and accelerator.is_main_process else None
+
+    @property
+    def sharded(self) -> bool:
+        """Parameters (FSDP, ZeRO-3) or optimizer state (every ZeRO stage) split across processes."""
+        from accelerate.utils import DistributedType
+
+        return self.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
     # ------------------------------------------------------------------ resume
 
@@ -373,7 +425,8 @@ class _Loop:
             self.log.write("start", step=self.step, total_steps=self.total_steps, run=self.run_name, time=time.time(),
                            method=config.method, base_model=self.start["base_model"],
                            resumed_from=str(self.resume_from) if self.resume_from else None,
-                           num_processes=acc.num_processes, n_train=self.n_train, n_eval=self.n_eval,
+                           num_processes=acc.num_processes, distributed_type=acc.distributed_type.value,
+                           n_train=self.n_train, n_eval=self.n_eval,
                            global_batch=config.batch_size * config.grad_accum * acc.num_processes)
         if config.report_to:
             acc.init_trackers(self.run_name, config={k: v for k, v in config.to_dict().items()
@@ -418,7 +471,8 @@ class _Loop:
                     loss, terms = self.container(batch)
                     acc.backward(loss)
                     if acc.sync_gradients and config.max_grad_norm > 0:
-                        acc.clip_grad_norm_(self.params, config.max_grad_norm)
+                        # the wrapped module's own parameters: what FSDP's clipping and DeepSpeed recognise
+                        acc.clip_grad_norm_(self.container.parameters(), config.max_grad_norm)
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                 self.batch_in_epoch += 1
@@ -467,14 +521,15 @@ class _Loop:
             self.progress(self.step / self.total_steps, f"step {self.step}/{self.total_steps}, loss {loss:.4f}")
 
     def _evaluate(self) -> None:
-        model = self.acc.unwrap_model(self.container)
-        model.eval()
+        """The evaluation loss, through the wrapped module: under FSDP / ZeRO-3 only its forward
+        gathers the sharded weights."""
+        self.container.eval()
         window = _Window()
         with torch.no_grad():
             for batch in self.eval_loader:
-                loss, terms = model(batch)
+                loss, terms = self.container(batch)
                 window.add(loss.float(), terms, batch)
-        model.train()
+        self.container.train()
         loss, terms, _, _ = window.reduce(self.acc)
         if self.log:
             self.log.write("eval", step=self.step, eval_loss=loss, terms=terms)
@@ -487,25 +542,29 @@ class _Loop:
     def _save(self, final: bool) -> None:
         """Register a checkpoint of the current step. All but a finished run's last checkpoint also
         hold the resume state (optimizer moments are twice the model's size, so the final one,
-        which nothing resumes, leaves them out)."""
+        which nothing resumes, leaves them out), except in sharded runs (see the module docstring)."""
         from accelerate.utils import gather_object
 
         acc = self.acc
         acc.wait_for_everyone()
         rngs = gather_object([resume_state.rng_state()])
+        state = acc.get_state_dict(self.container)  # every process takes part; the main one gets it whole
         if acc.is_main_process:
-            self.checkpoint = registry.save(self.run_name, self.step, lambda tmp: self._write(tmp, rngs, final), self._manifest())
+            self.checkpoint = registry.save(self.run_name, self.step,
+                                            lambda tmp: self._write(tmp, rngs, final or self.sharded, state),
+                                            self._manifest())
             registry.prune(self.run_name, self.config.keep_last)
             self.log.write("checkpoint", step=self.step, name=self.checkpoint.name, spec=self.checkpoint.spec)
         self.last_saved = self.step
         acc.wait_for_everyone()
 
-    def _write(self, tmp: Path, rngs: list[dict], final: bool) -> None:
+    def _write(self, tmp: Path, rngs: list[dict], final: bool, state: dict[str, torch.Tensor]) -> None:
+        """The checkpoint folder from `state`, the container's full state dict (`model.*`, `extras.*`)."""
         note = f"{self.config.method} fine-tuning of {self.start['parent']}, step {self.step}."
         if self.start["note"]:
             note += " " + self.start["note"]
-        export_hf(self.model, tmp, note)
-        extras = self.method.extra_files() if hasattr(self.method, "extra_files") else {}
+        export_hf(self.model, tmp, note, {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("model.")})
+        extras = self._method_files(state)
         if extras:
             resume_state.save_method_state(extras, tmp)
         if final:
@@ -524,6 +583,13 @@ class _Loop:
         if self.extras:
             resume_state.save_tensors({f"{i}.{k}": v for i, m in enumerate(self.extras) for k, v in m.state_dict().items()},
                                       resume / "extra_modules.safetensors")
+
+    def _method_files(self, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The method's `extra_files()`, with each of its modules' parameters read from `state`: the
+        live parameter is only a shard under FSDP / ZeRO-3."""
+        files = self.method.extra_files() if hasattr(self.method, "extra_files") else {}
+        names = {id(p): f"extras.{i}.{n}" for i, m in enumerate(self.extras) for n, p in m.named_parameters()}
+        return {k: state[names[id(v)]] if id(v) in names else v for k, v in files.items()}
 
     def _manifest(self) -> dict[str, Any]:
         last = next((r for r in reversed(read_metrics(self.folder / METRICS_FILE)) if r.get("event") == "train"), {})
