@@ -1,8 +1,10 @@
-"""Result cache: memory first, then disk, keyed by (model fingerprint, probe, params, data hash).
+"""Result cache: memory first, then disk, keyed by (model fingerprint, dtype, probe, params, data hash).
 
 A repeated request or a slider move that needs no new model run is answered from here. Entries on
-disk are pickled result objects signed with an HMAC whose key lives in WORKBENCH_HOME, so a file
-that was not written by this installation is never unpickled.
+disk are JSON (the result protocol's documents, `workbench.results.pack`), never pickle: reading
+one runs no code. Each entry names the key it answers inside the payload, and key and payload are
+signed together with an HMAC whose secret lives in WORKBENCH_HOME, so an entry copied over another
+(a valid entry answering another request) or written elsewhere is ignored and recomputed.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import hashlib
 import hmac
 import json
 import os
-import pickle
 import secrets
 import threading
 from collections import OrderedDict
@@ -19,7 +20,9 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from .errors import InputError
 from .paths import atomic_write_bytes, subdir, workbench_home
+from .results import pack, unpack
 
 T = TypeVar("T")
 RESULT_SHAPE = 2  # bump when a cached result class changes its fields: entries of the old shape are not read
@@ -68,34 +71,50 @@ class ResultCache:
             os.chmod(path, 0o600)
         return path.read_bytes()
 
-    def key(self, fingerprint: str, probe: str, params: Any, data: Any = None) -> str:
-        return f"{probe}-{stable_hash(RESULT_SHAPE, fingerprint, probe, params, data)}"
+    def key(self, fingerprint: str, dtype: str, probe: str, params: Any, data: Any = None) -> str:
+        """The weights' fingerprint (which also carries an inference mode such as CC-Tuning's) and
+        the dtype they ran in: a bfloat16 result never answers for float32, even where the weights
+        hash alike (a bfloat16 checkpoint loaded in float32)."""
+        return f"{probe}-{stable_hash(RESULT_SHAPE, fingerprint, dtype, probe, params, data)}"
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.json"
+
+    def _sign(self, payload: bytes) -> bytes:
+        return hmac.new(self._secret(), payload, hashlib.sha256).hexdigest().encode("ascii")
 
     def get(self, key: str) -> Any | None:
         with self._lock:
             if key in self._memory:
                 self._memory.move_to_end(key)
                 return self._memory[key]
-        path = self.root / f"{key}.pkl"
+        path = self.path(key)
         if not path.exists():
-            return None
-        blob = path.read_bytes()
-        sig, payload = blob[:32], blob[32:]
-        if not hmac.compare_digest(sig, hmac.new(self._secret(), payload, hashlib.sha256).digest()):
-            return None  # not written by this installation: ignore, never unpickle
+            return None  # entries of older versions (*.pkl) are never read
         try:
-            value = pickle.loads(payload)
-        except Exception:  # a result class changed shape since: recompute
+            sig, _, payload = path.read_bytes().partition(b"\n")
+        except OSError:
+            return None
+        if not hmac.compare_digest(sig, self._sign(payload)):
+            return None  # not written by this installation
+        try:
+            entry = json.loads(payload, parse_constant=lambda c: None)
+            if entry.get("key") != key:
+                return None  # a valid entry, but for another request
+            value = unpack(entry)
+        except (ValueError, TypeError, KeyError, AttributeError, InputError):  # a class changed shape: recompute
             return None
         self._remember(key, value)
         return value
 
     def put(self, key: str, value: Any) -> None:
         self._remember(key, value)
-        payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            sig = hmac.new(self._secret(), payload, hashlib.sha256).digest()
-            atomic_write_bytes(self.root / f"{key}.pkl", sig + payload)
+            payload = json.dumps({"key": key, **pack(value)}, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError):
+            return  # not a value a document can hold: kept in memory only
+        try:
+            atomic_write_bytes(self.path(key), self._sign(payload) + b"\n" + payload)
         except OSError:
             pass  # a full or read-only disk costs speed, not correctness
 
@@ -121,7 +140,7 @@ RESULTS = ResultCache()
 
 
 def cached(probe: str, handle, params: Any, data: Any, compute: Callable[[], T], use_cache: bool = True) -> T:
-    """Run `compute()` once per (model weights, probe, params, data); later calls read the cache."""
+    """Run `compute()` once per (model weights and dtype, probe, params, data); later calls read the cache."""
     if not use_cache:
         return compute()
-    return RESULTS.get_or_compute(RESULTS.key(handle.facts.fingerprint, probe, params, data), compute)
+    return RESULTS.get_or_compute(RESULTS.key(handle.facts.fingerprint, handle.facts.dtype, probe, params, data), compute)

@@ -92,6 +92,13 @@ def dumps(value: Any, indent: int | None = None) -> str:
     return json.dumps(_plain(value, "", None), ensure_ascii=False, allow_nan=False, indent=indent)
 
 
+def pack(value: Any) -> dict[str, Any]:
+    """Any value a document can hold (a result, or plain data around results, frames and arrays)
+    as `{"value": ..., "schema": ...}`, which `unpack` restores exactly; what the result cache stores."""
+    schema: dict[str, Any] = {}
+    return {"value": _plain(value, "", schema), "schema": schema}
+
+
 def _join(path: str, key: Any) -> str:
     """A JSON pointer one level down (RFC 6901 escaping)."""
     return f"{path}/{str(key).replace('~', '~0').replace('/', '~1')}"
@@ -199,6 +206,13 @@ def from_json(text: str | bytes) -> Result:
     except json.JSONDecodeError as exc:
         raise ResultFormatError(f"Not a JSON document: {exc}.") from None
     return _from_document(doc)
+
+
+def unpack(packed: Mapping[str, Any]) -> Any:
+    """The value `pack` wrote."""
+    if not isinstance(packed, Mapping) or "value" not in packed or not isinstance(packed.get("schema", {}), Mapping):
+        raise ResultFormatError("Not a packed value: it needs 'value' and 'schema'.")
+    return _restore(packed["value"], "", packed.get("schema") or {})
 
 
 def _from_document(doc: Any) -> Result:
