@@ -1,6 +1,9 @@
 """Start the workbench's web app: `workbench app`, and the Hugging Face Space entry point.
 
     python app.py [--model SPEC] [--host 127.0.0.1] [--port 7860] [--no-preload]
+                  [--device auto|cpu|cuda|mps] [--dtype auto|float32|bfloat16|float16] [--device-map ...]
+
+A Space sets WORKBENCH_DEVICE / WORKBENCH_DTYPE (e.g. bfloat16 for the fast mode) instead of flags.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator, Literal, Sequence
 import pandas as pd
 import torch
 
-from workbench import engine
+from workbench import engine, limits
 from workbench.errors import InputError
 from workbench.models import ModelHandle
 from workbench.results import Result
@@ -180,6 +180,8 @@ def generate_with_masked_heads(handle: ModelHandle, prompt: str | Sequence[int],
     if not heads:
         raise InputError("Choose at least one head to mask.")
     hooks = masking_hooks(handle, heads, mode)
+    limits.check("max_new_tokens", max_new_tokens)
+    limits.check("prompt_tokens", engine.as_ids(handle, prompt).shape[-1])
     plain = engine.generate_greedy(handle, prompt, max_new_tokens, stop_at_newline=stop_at_newline)
     masked = engine.generate_greedy(handle, prompt, max_new_tokens, fwd_hooks=hooks, stop_at_newline=stop_at_newline)
     return MaskedGeneration(

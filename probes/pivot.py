@@ -8,7 +8,8 @@ over items with a 95% confidence band, plus the lens entropy and the rank of the
 
 The lens is batched: one forward pass per batch keeps only each prompt's last real position of
 `hook_resid_post` at every layer, and the unembedding runs on those (n_layers x batch) vectors
-alone, in chunks, so Gemma's 262k-token vocabulary is never computed for positions nobody shows.
+alone, streamed over the vocabulary (`engine.lens_reduce`), so no row of Gemma's 262k-token
+vocabulary is held whole and memory does not grow with layers x positions x vocabulary.
 Prompts are right-padded: attention is causal, so a real token never sees the padding after it and
 needs neither an attention mask nor shifted positions; each row's last real position is gathered
 by index.
@@ -18,14 +19,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy import stats
 
-from workbench import engine
+from workbench import distributed, engine, limits
 from workbench.cache import cached
 from workbench.datasets.lexicon import LexiconError, language_name, load_concepts
 from workbench.errors import InputError
@@ -37,7 +38,6 @@ from .tokens import Dropped, build_token_sets
 
 TASKS = ("translation", "repetition", "cloze")
 BLANK = "___"
-_LOGIT_BUDGET = 2 ** 26  # lens logits per chunk (256 MB in fp32): fewer, larger unembedding matmuls run faster
 
 
 # --------------------------------------------------------------------------- batched lens engine
@@ -56,57 +56,29 @@ def last_token_residuals(handle: ModelHandle, batch: Sequence[Sequence[int]]) ->
     return engine.residual_stream(handle, ids, at=last)
 
 
-def _chunks(n_rows: int, vocab: int) -> Iterator[slice]:
-    step = max(1, _LOGIT_BUDGET // max(1, vocab))
-    for start in range(0, n_rows, step):
-        yield slice(start, min(n_rows, start + step))
-
-
-@torch.no_grad()
 def lens_statistics(handle: ModelHandle, resid: torch.Tensor, token_sets: Sequence[Sequence[Sequence[int]]] = (),
                     answers: Sequence[int] | None = None) -> dict[str, np.ndarray]:
-    """Lens statistics of residuals `(n_layers, batch, d_model)`.
+    """Lens statistics of residuals `(n_layers, batch, d_model)`, streamed over the vocabulary by
+    `engine.lens_reduce`.
 
     `token_sets[k][b]` lists the ids of set k for item b; its probability is the lens softmax summed
     over those ids. Returns `probs` (n_layers, batch, K), `entropy` in bits (n_layers, batch) and,
     given `answers` (one id per item), `rank` of that id, 1 = the lens's top token.
     """
-    n_layers, batch, d_model = resid.shape
-    device = resid.device
-    flat = resid.reshape(n_layers * batch, d_model)
-    item = torch.arange(n_layers * batch, device=device) % batch
-    index, mask = [], []
-    for sets in token_sets:
-        width = max(1, max(len(s) for s in sets))
-        idx = torch.zeros(batch, width, dtype=torch.long)
-        msk = torch.zeros(batch, width)
-        for b, ids in enumerate(sets):
-            idx[b, :len(ids)] = torch.tensor(sorted(ids), dtype=torch.long)
-            msk[b, :len(ids)] = 1.0
-        index.append(idx.to(device))
-        mask.append(msk.to(device))
-    answer = torch.tensor(list(answers), dtype=torch.long, device=device) if answers is not None else None
-    probs = torch.zeros(n_layers * batch, len(index))
-    entropy = torch.zeros(n_layers * batch)
-    rank = torch.zeros(n_layers * batch, dtype=torch.long)
-    for part in _chunks(n_layers * batch, handle.facts.d_vocab):
-        logits = engine.lens_logits(handle, flat[part]).float()
-        rows = item[part]
-        if answer is not None:
-            target = logits.gather(1, answer[rows][:, None])
-            rank[part] = ((logits > target).sum(-1) + 1).cpu()
-        # Two vocabulary-sized tensors per chunk, not four: p in place, and
-        # H = -sum p (logits - lse) = lse - sum p * logits as one batched dot product.
-        lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-        p = (logits - lse).exp_()
-        dot = torch.bmm(p.unsqueeze(1), logits.unsqueeze(2)).reshape(-1)
-        entropy[part] = ((lse.reshape(-1) - dot).clamp_(min=0) / math.log(2)).cpu()
-        for k, (idx, msk) in enumerate(zip(index, mask)):
-            probs[part, k] = (p.gather(1, idx[rows]) * msk[rows]).sum(-1).cpu()
-    out = {"probs": probs.reshape(n_layers, batch, len(index)).numpy(),
-           "entropy": entropy.reshape(n_layers, batch).numpy()}
-    if answer is not None:
-        out["rank"] = rank.reshape(n_layers, batch).numpy()
+    n_layers, batch, _ = resid.shape
+    sets = None
+    if token_sets:
+        width = max(1, max(len(ids) for per_item in token_sets for ids in per_item))
+        sets = torch.full((batch, len(token_sets), width), -1, dtype=torch.long)  # -1 pads
+        for k, per_item in enumerate(token_sets):
+            for b, ids in enumerate(per_item):
+                sets[b, k, :len(ids)] = torch.tensor(sorted(ids), dtype=torch.long)
+    stats = engine.lens_reduce(handle, resid, token_sets=sets,
+                               answers=None if answers is None else torch.tensor(list(answers), dtype=torch.long))
+    probs = stats.set_probs if sets is not None else torch.zeros(n_layers, batch, 0)
+    out = {"probs": probs.numpy(), "entropy": stats.entropy.numpy()}
+    if answers is not None:
+        out["rank"] = stats.rank.numpy()
     return out
 
 
@@ -400,7 +372,9 @@ def pivot(handle: ModelHandle, items_or_pairs: Any, task: str = "translation", *
     src, tgt = check_task(task, src_lang, tgt_lang)
     if not isinstance(k_shot, int) or isinstance(k_shot, bool) or k_shot < 0:
         raise InputError(f"k_shot must be a whole number >= 0, got {k_shot!r}.")
+    limits.check("pivot_shots", k_shot)
     rows = item_rows(items_or_pairs, task, src, tgt)
+    limits.check("pivot_items", len(rows))
     usable = sum(_usable(r, task) for r in rows)
     if k_shot >= usable:
         raise InputError(f"k_shot={k_shot} is larger than the data: {usable} usable items leave at most "
@@ -445,13 +419,21 @@ def _run(handle: ModelHandle, rows: list[dict], task: str, src: str, tgt: str, k
     probs = np.zeros((len(kept), n_layers, len(languages)))
     entropy = np.zeros((len(kept), n_layers))
     rank = np.zeros((len(kept), n_layers), dtype=np.int64)
+    # Under `accelerate launch` the processes share whole batches, formed over all items as in one
+    # process: a batch's size and padding move float32 results by ~1e-8, so splitting items before
+    # batching would not reproduce the one-process result bit for bit. Strided shares balance the
+    # work (batches come longest first).
     groups = batches_by_length(prompt_ids, batch_size)
-    for g, group in enumerate(groups):
+    mine = distributed.share(len(groups), strided=True)
+    outputs = []
+    for n, g in enumerate(mine.positions):
         if progress:
-            progress(g / len(groups), f"Lens: batch {g + 1}/{len(groups)}")
+            progress(n / len(mine.positions), f"Lens: batch {n + 1}/{len(mine.positions)}")
+        group = groups[g]
         resid = last_token_residuals(handle, [prompt_ids[j] for j in group])
         token_sets = [[sets.sets[j][lang] for j in group] for lang in languages]
-        out = lens_statistics(handle, resid, token_sets, [items[j]["answer_id"] for j in group])
+        outputs.append(lens_statistics(handle, resid, token_sets, [items[j]["answer_id"] for j in group]))
+    for group, out in zip(groups, mine.gather(outputs)):
         probs[group] = out["probs"].transpose(1, 0, 2)
         entropy[group] = out["entropy"].T
         rank[group] = out["rank"].T
@@ -529,6 +511,7 @@ def logit_lens_grid(handle: ModelHandle, prompt: str, top_k: int = 5, use_cache:
     if not isinstance(top_k, int) or not 1 <= top_k <= 50:
         raise InputError(f"top_k must be between 1 and 50, got {top_k!r}.")
     ids = engine.as_ids(handle, prompt)
+    limits.check("grid_prompt_tokens", ids.shape[-1])
     return cached("logit_lens_grid", handle, {"top_k": top_k}, ids[0].tolist(),
                   lambda: _grid(handle, prompt, ids, top_k), use_cache)
 
@@ -536,16 +519,8 @@ def logit_lens_grid(handle: ModelHandle, prompt: str, top_k: int = 5, use_cache:
 @torch.no_grad()
 def _grid(handle: ModelHandle, prompt: str, ids: torch.Tensor, top_k: int) -> LensGrid:
     resid = engine.residual_stream(handle, ids)[:, 0]  # (n_layers, T, d)
-    n_layers, n_pos, d_model = resid.shape
-    flat = resid.reshape(n_layers * n_pos, d_model)
-    top_ids = torch.zeros(n_layers * n_pos, top_k, dtype=torch.long)
-    top_probs = torch.zeros(n_layers * n_pos, top_k)
-    for part in _chunks(n_layers * n_pos, handle.facts.d_vocab):
-        logp = torch.log_softmax(engine.lens_logits(handle, flat[part]).float(), dim=-1)
-        values, indices = logp.topk(top_k, dim=-1)
-        top_ids[part], top_probs[part] = indices.cpu(), values.exp().cpu()
-    top_ids = top_ids.reshape(n_layers, n_pos, top_k).numpy()
+    stats = engine.lens_reduce(handle, resid, top_k=top_k, entropy=False)
+    top_ids = stats.top_ids.numpy()
     names = {int(i): show_token(handle.tokenizer, int(i)) for i in np.unique(top_ids)}
     return LensGrid(handle.facts.spec, prompt, [show_token(handle.tokenizer, int(i)) for i in ids[0]], top_ids,
-                    top_probs.reshape(n_layers, n_pos, top_k).numpy(),
-                    [[[names[int(i)] for i in pos] for pos in layer] for layer in top_ids])
+                    stats.top_probs.numpy(), [[[names[int(i)] for i in pos] for pos in layer] for layer in top_ids])

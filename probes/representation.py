@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from workbench import limits
 from workbench.cache import cached
 from workbench.errors import InputError
 from workbench.models import ModelHandle
@@ -177,6 +178,7 @@ def representation_map(handle: ModelHandle, prompts_by_lang: Mapping[str, Sequen
     """Last-token residuals of parallel prompts (`{lang: [prompt, ...]}`, index i = the same meaning
     in every language) at every layer; `.figure(layer)` projects one layer with `method`."""
     prompts = _check(prompts_by_lang, method)
+    limits.check("pivot_items", max((len(p) for p in prompts.values()), default=0))
     base = cached("representation", handle, {}, prompts,
                   lambda: _compute(handle, prompts, batch_size, progress), use_cache)
     return replace(base, method=method, seed=seed, _coords=base._coords)

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench import engine
+from workbench import distributed, engine, limits
 from workbench.cache import cached, stable_hash
 from workbench.datasets import haystack
 from workbench.errors import InputError
@@ -351,6 +351,14 @@ def make_trials(handle: ModelHandle, lang: str, lengths: Sequence[int], depths: 
     return trials
 
 
+def _check_limits(lengths: Sequence[int], depths: Sequence[float], n_needles: int, max_new_tokens: int,
+                  n_langs: int = 1) -> None:
+    """Demo-mode caps (`workbench.limits`): context length, number of trials, new tokens."""
+    limits.check("context_tokens", max(lengths, default=0))
+    limits.check("retrieval_trials", len(lengths) * len(depths) * n_needles * n_langs)
+    limits.check("max_new_tokens", max_new_tokens)
+
+
 def retrieval_scores(handle: ModelHandle, lang: str = "en", lengths: Sequence[int] = haystack.DEFAULT_LENGTHS,
                      depths: Sequence[float] = haystack.DEFAULT_DEPTHS, n_needles: int = haystack.DEFAULT_NEEDLES,
                      use_cache: bool = True, progress: Progress | None = None,
@@ -362,18 +370,24 @@ def retrieval_scores(handle: ModelHandle, lang: str = "en", lengths: Sequence[in
     cached per model weights, settings and trial data.
     """
     lengths, depths = _check_grid(lang, lengths, depths, n_needles, max_new_tokens)
+    _check_limits(lengths, depths, n_needles, max_new_tokens)
     trials = make_trials(handle, lang, lengths, depths, n_needles)
     params = {"lang": lang, "lengths": lengths, "depths": depths, "n_needles": n_needles,
               "max_new_tokens": max_new_tokens, "keep_recall": KEEP_RECALL}
     data = stable_hash([(t.prompt_ids, t.needle_span, t.needle.answer) for t in trials])
 
     def compute() -> RetrievalResult:
+        # One trial per forward pass, so a trial's outputs do not depend on which process runs it;
+        # strided shares balance the work (the grid's lengths grow along the list).
+        mine = distributed.share(len(trials), strided=True)
         records = []
-        for i, trial in enumerate(trials):
+        for n, i in enumerate(mine.positions):
+            trial = trials[i]
             if progress:
-                progress(i / len(trials), f"{lang}: trial {i + 1}/{len(trials)} "
+                progress(n / len(mine.positions), f"{lang}: trial {n + 1}/{len(mine.positions)} "
                          f"({trial.context_tokens} tokens, depth {trial.depth:g})")
             records.append(run_trial(handle, trial, max_new_tokens))
+        records = mine.gather(records)
         if progress:
             progress(1.0, f"{lang}: done")
         return RetrievalResult(
@@ -455,7 +469,8 @@ def compare_languages(handle: ModelHandle, langs: Sequence[str] = ("en", "fr", "
     if not langs:
         raise InputError("Choose at least one language.")
     for lang in langs:  # fail before any model run
-        _check_grid(lang, lengths, depths, n_needles, max_new_tokens)
+        checked = _check_grid(lang, lengths, depths, n_needles, max_new_tokens)
+    _check_limits(*checked, n_needles, max_new_tokens, len(langs))
     out = LanguageComparison()
     for i, lang in enumerate(langs):
         sub = None

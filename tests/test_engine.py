@@ -180,3 +180,17 @@ def test_handle_methods_are_the_engine(tiny_gemma):
     got = tiny_gemma.score(prompt, [[5, 6]])
     want = engine.score_continuations(tiny_gemma, ids, [[5, 6]])
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("prompt, message", [
+    (None, "The prompt is empty"),
+    ("abc \ud800", "lone surrogate '\\\\ud800' at position 4"),
+    (3.5, "must be text or a list of token ids, not float"),
+    ([1, "a"], "must be text or a list of token ids"),
+])
+def test_bad_prompts_get_a_message(tiny_gemma, prompt, message):
+    with pytest.raises(InputError, match=message):
+        engine.as_ids(tiny_gemma, prompt)
+    if isinstance(prompt, str):
+        with pytest.raises(InputError, match="lone surrogate"):
+            tiny_gemma.encode(prompt)

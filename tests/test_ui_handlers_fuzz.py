@@ -75,6 +75,9 @@ ODD_STRINGS = ["", " ", "\n\t", "../../etc/passwd", "/etc/passwd", "~nobody/x", 
                "inf", "-0", "3.5", "1,2,3", "0-1:0", "5-2", "all:0", "all:-1", "{word}", "\x00", "\u202e",
                "ckpt:", "ckpt:../../x", "ckpt:nope", "NUL", "a" * 300, "😀" * 50, "森林", "1.1, 99.99",
                "0.1, 0.99", "None", "null", "[]", "{}", "<script>alert(1)</script>"]
+# what a raw HTTP client can send that the page never would: null, lone surrogates (JSON carries
+# them, UTF-8 cannot encode them), lists, dicts and numbers where text is expected
+RAW_PAYLOADS = [None, "abc \ud800", "\udcff", ["a", 1], [], {"a": 1}, 3.5, -7, True]
 ODD_NUMBERS = [0, -1, 1, 2, 0.5, -0.0, 1e300, -1e300, 10**30, -(10**30), float("nan"), float("inf"),
                float("-inf"), None, 3, 7, 1.5]
 
@@ -87,12 +90,14 @@ def odd_text() -> st.SearchStrategy:
         st.text(min_size=1, max_size=3).map(lambda s: s * 3000),
         st.integers(-10**6, 10**6).map(str),
         st.floats().map(str),
+        st.sampled_from(RAW_PAYLOADS),
+        st.text(max_size=10).map(lambda s: s + "\ud800"),  # not UTF-8 encodable
     )
 
 
 def odd_number() -> st.SearchStrategy:
     return st.one_of(st.sampled_from(ODD_NUMBERS), st.integers(-100, 100), st.integers(),
-                     st.floats(allow_nan=True, allow_infinity=True))
+                     st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(RAW_PAYLOADS))
 
 
 def _choices(ctx) -> dict[str, list]:
@@ -150,6 +155,7 @@ def upload_strategy(ctx) -> st.SearchStrategy:
         return str(path)
 
     return st.one_of(st.none(), st.just(str(ctx.scratch / "no-such-file.csv")), st.just(str(ctx.scratch)),
+                     st.sampled_from(RAW_PAYLOADS),
                      st.binary(max_size=300).map(random_file),
                      st.text(max_size=200).map(lambda t: random_file(t.encode("utf-8", "surrogatepass"))))
 
@@ -398,9 +404,9 @@ def _bad_training_field(ctx) -> st.SearchStrategy:
         st.tuples(st.sampled_from(["lr", "max_steps", "batch_size", "grad_accum", "lora_r"]), bad_numbers),
         st.tuples(st.just("max_length"), st.sampled_from([None, float("nan"), 0, 7, -5, float("inf")])),
         st.tuples(st.just("seed"), st.sampled_from([None, "", -1, float("nan"), float("inf")])),
-        st.tuples(st.just("method"), odd_text().filter(lambda m: m.strip() not in _methods())),
+        st.tuples(st.just("method"), odd_text().filter(lambda m: not isinstance(m, str) or m.strip() not in _methods())),
         st.tuples(st.just("base"), st.sampled_from(["/nonexistent/model", "ckpt:nope", str(REPO / "README.md"),
-                                                    "../../etc/passwd", str(REPO)])),
+                                                    "../../etc/passwd", str(REPO), "/etc", "abc \ud800", ["x"]])),
         st.tuples(st.just("upload"), bad_upload),
         st.tuples(st.just("languages"), st.sampled_from(["xx", "klingon", "../..", "zz, yy"])),
         st.tuples(st.just("run_name"), st.sampled_from(["../x", "a/b", ".hidden", "x@y"])),

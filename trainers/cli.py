@@ -10,9 +10,9 @@ Multi-process / multi-GPU / multi-node training is the same command under `accel
 from __future__ import annotations
 
 import argparse
-import json
 
 from workbench.cli import command
+from workbench.results import dumps
 
 from .config import ConfigError, TrainConfig
 from .methods import METHODS
@@ -68,7 +68,7 @@ def _checkpoints_run(args: argparse.Namespace) -> None:
 
     ckpts = registry.list_checkpoints(args.run)
     if args.json:
-        print(json.dumps([c.manifest for c in ckpts], indent=2, ensure_ascii=False, default=str))
+        print(dumps([c.manifest for c in ckpts], indent=2))
         return
     if not ckpts:
         print(f"No checkpoints in {registry.root()}.")

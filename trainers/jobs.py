@@ -54,6 +54,22 @@ class JobStatus:
         return self.state in ("finished", "cancelled", "failed")
 
 
+def check_base_model(spec: str) -> None:
+    """Refuse, in this process and before anything is written, a base model the job could not
+    load: the spec must resolve to a folder with a readable config.json and safetensors weights
+    (`workbench.models.resolve_folder`: pickle-only folders, `/etc` and unknown checkpoints fail)."""
+    from workbench.errors import ModelLoadError
+    from workbench.models import resolve_folder
+
+    _, folder = resolve_folder(spec)
+    try:
+        from transformers import AutoConfig
+
+        AutoConfig.from_pretrained(folder)
+    except Exception as exc:  # noqa: BLE001 - any unreadable config is the user's to fix
+        raise ModelLoadError(f"The base model {spec} has a config.json that cannot be read ({exc}).") from None
+
+
 class TrainingJob:
     """One training process and its run folder."""
 
@@ -66,7 +82,9 @@ class TrainingJob:
 
     @classmethod
     def start(cls, config: TrainConfig) -> "TrainingJob":
-        """Launch `workbench train` for `config` with this Python (a run name is chosen if it has none)."""
+        """Launch `workbench train` for `config` with this Python (a run name is chosen if it has none).
+        The base model is checked first: a refused start leaves no run folder."""
+        check_base_model(config.base_model)
         run = config.output or default_run_name(config.method)
         config = config.replace(output=run)
         folder = run_dir(run)

@@ -20,6 +20,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from . import distributed
 from .errors import InputError
 from .paths import atomic_write_bytes, subdir, workbench_home
 from .results import pack, unpack
@@ -140,7 +141,17 @@ RESULTS = ResultCache()
 
 
 def cached(probe: str, handle, params: Any, data: Any, compute: Callable[[], T], use_cache: bool = True) -> T:
-    """Run `compute()` once per (model weights and dtype, probe, params, data); later calls read the cache."""
+    """Run `compute()` once per (model weights and dtype, probe, params, data); later calls read the cache.
+
+    Under several processes (`accelerate launch`) the cache is not read, and only the main process
+    stores the result: a read could hit on one process and miss on another, which would then wait
+    in the sweep's gather (`workbench.distributed`) for processes that never join it."""
     if not use_cache:
         return compute()
-    return RESULTS.get_or_compute(RESULTS.key(handle.facts.fingerprint, handle.facts.dtype, probe, params, data), compute)
+    key = RESULTS.key(handle.facts.fingerprint, handle.facts.dtype, probe, params, data)
+    if distributed.num_processes() > 1:
+        value = compute()
+        if distributed.is_main_process():
+            RESULTS.put(key, value)
+        return value
+    return RESULTS.get_or_compute(key, compute)

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from . import limits
 from .errors import InputError
 from .models import ModelHandle, load
 from .progress import Progress
@@ -219,6 +220,10 @@ def compare(models: Sequence[str | ModelHandle], view: str, params: dict | None 
         raise InputError(f"Unknown parameter(s) for {view}: {', '.join(sorted(unknown))}; "
                          f"known: {', '.join(spec.defaults)}.")
     merged = {**spec.defaults, **(params or {})}
+    # demo mode: refused before any model loads (each probe checks its own caps again)
+    for key, cap in (("n_items", "pivot_items" if view == "pivot" else "transplant_items"), ("n", "eval_items")):
+        if key in merged:
+            limits.check(cap, merged[key])
     names, results, frames = [], [], []
     for i, model in enumerate(models):
         handle = model if isinstance(model, ModelHandle) else load(model.strip())

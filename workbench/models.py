@@ -8,6 +8,10 @@ HF model), its tokenizer, and the model's facts (sizes, chat template, weight fi
 `boot` is the one way a spec becomes a handle: `load` caches its handles for the app, notebooks
 and probes; trainers boot private copies. Callers that need no hooks use its two halves,
 `resolve_folder` (the checked local folder, hub names included) and `load_hf_model`.
+
+Where and in which precision a model runs follows one policy (`workbench/devices.py`); a model
+bigger than one device is dispatched by Accelerate (`device_map`, `max_memory`, `offload_folder`)
+and the bridge wraps the dispatched model, whose hooks and KV caches work as on one device.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from typing import Any, Callable
 
 import torch
 
+from . import devices
 from .default_model import DEFAULT_MODEL, QUANTIZATION_NOTE, ensure_default_model, source_note
-from .errors import ModelLoadError
+from .errors import InputError, ModelLoadError
 from .progress import Progress
 
 CHECKPOINT_PREFIX = "ckpt:"
@@ -55,6 +60,8 @@ class ModelFacts:
     chat_template: str | None
     fingerprint: str
     dtype: str
+    device: str  # where the input embeddings compute
+    device_map: dict[str, int] | None  # decoder layers per device ("cpu", "disk", "cuda:0") when dispatched
     load_seconds: float
     note: str | None = None
 
@@ -82,11 +89,14 @@ class ModelHandle:
 
     @property
     def device(self) -> torch.device:
-        return next(self.hf_model.parameters()).device
+        """Where inputs go: the device of the input embeddings (the first device of a dispatched model)."""
+        return devices.module_device(self.hf_model.get_input_embeddings())
 
     def encode(self, text: str, prepend_bos: bool = True) -> list[int]:
         """Token ids of `text`, with the model's BOS token in front unless told otherwise."""
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        from .engine.inputs import check_text
+
+        ids = self.tokenizer(check_text(text, "text"), add_special_tokens=False)["input_ids"]
         bos = self.tokenizer.bos_token_id
         return ([bos] if prepend_bos and bos is not None else []) + list(ids)
 
@@ -156,9 +166,19 @@ def set_checkpoint_resolver(resolver: Callable[[str], Path]) -> None:
 
 
 def resolve_spec(spec: str, progress: Progress | None = None) -> ResolvedSpec:
+    from . import limits
+
+    from .engine.inputs import check_text
+
+    if spec is not None:
+        try:
+            check_text(spec, "model spec")  # text, without lone surrogates
+        except InputError as exc:
+            raise ModelLoadError(str(exc)) from None
     spec = (spec or "").strip()
     if not spec:
         raise ModelLoadError("No model given. Use 'gemma-3-270m', a local folder, 'ckpt:NAME' or a hub name.")
+    limits.check_spec(spec)  # demo mode: the default model and ckpt: only, whatever else `spec` names
     if spec == DEFAULT_MODEL:
         folder = ensure_default_model(progress)
         return ResolvedSpec("default", str(folder), QUANTIZATION_NOTE)
@@ -282,19 +302,50 @@ def resolve_folder(spec: str, progress: Progress | None = None) -> tuple[Resolve
 
 def weight_fingerprint(model: torch.nn.Module) -> str:
     """A content hash of the weights from a strided sample of every tensor: cheap, and it changes
-    whenever training changes the weights, so cached results never outlive the model they describe."""
+    whenever training changes the weights, so cached results never outlive the model they describe.
+    Offloaded weights are read one module at a time (Accelerate's `align_module_device`), so a
+    dispatched model hashes like the same weights on one device."""
+    from accelerate.utils import align_module_device
+
     h = hashlib.sha256()
     with torch.no_grad():
-        for name, p in sorted(model.state_dict().items()):
-            flat = p.detach().reshape(-1)
-            step = max(1, flat.numel() // 4096)
-            h.update(name.encode())
-            h.update(str(tuple(p.shape)).encode())
-            h.update(flat[::step].to(torch.float32).cpu().numpy().tobytes())
+        for module_name, module in sorted(model.named_modules(), key=lambda item: item[0]):
+            with align_module_device(module):
+                tensors = [(n, t) for n, t in module._parameters.items() if t is not None]
+                tensors += [(n, t) for n, t in module._buffers.items()
+                            if t is not None and n not in module._non_persistent_buffers_set]
+                for name, tensor in sorted(tensors, key=lambda item: item[0]):
+                    flat = tensor.detach().reshape(-1)
+                    step = max(1, flat.numel() // 4096)
+                    h.update(f"{module_name}.{name}".encode())
+                    h.update(str(tuple(tensor.shape)).encode())
+                    h.update(flat[::step].to(torch.float32).cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
-def _facts(spec: str, resolved: ResolvedSpec, bridge, tokenizer, seconds: float) -> ModelFacts:
+def _layer_devices(hf_model: torch.nn.Module) -> dict[str, int] | None:
+    """How many decoder layers each device of a dispatched model holds, e.g. {"cpu": 16, "disk": 2}
+    (a layer split over several is counted under "cpu+disk"); None for a model on one device."""
+    placed = getattr(hf_model, "hf_device_map", None)
+    if not placed:
+        return None
+    n = hf_model.config.get_text_config().num_hidden_layers
+    blocks = next((name for name, m in hf_model.named_modules()
+                   if isinstance(m, torch.nn.ModuleList) and len(m) == n), None)
+    if blocks is None:
+        return None
+    counts: dict[str, int] = {}
+    for i in range(n):
+        path = f"{blocks}.{i}"
+        targets = {f"cuda:{t}" if isinstance(t, int) else str(t) for k, t in placed.items()
+                   if k in ("", path) or path.startswith(k + ".") or k.startswith(path + ".")}
+        where = "+".join(sorted(targets))
+        counts[where] = counts.get(where, 0) + 1
+    return counts
+
+
+def _facts(spec: str, resolved: ResolvedSpec, bridge, tokenizer, seconds: float,
+           layers: dict[str, int] | None) -> ModelFacts:
     cfg = bridge.original_model.config
     text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     tl = bridge.cfg
@@ -317,7 +368,9 @@ def _facts(spec: str, resolved: ResolvedSpec, bridge, tokenizer, seconds: float)
         sliding_window=getattr(text_cfg, "sliding_window", None),
         chat_template=getattr(tokenizer, "chat_template", None),
         fingerprint=weight_fingerprint(bridge.original_model),
-        dtype=str(tl.dtype).replace("torch.", ""),
+        dtype=devices.dtype_name(next(bridge.original_model.parameters()).dtype),
+        device=str(devices.module_device(bridge.original_model.get_input_embeddings())),
+        device_map=layers,
         load_seconds=round(seconds, 2),
         note=resolved.note,
     )
@@ -334,26 +387,40 @@ def load_tokenizer(folder: Path):
         raise ModelLoadError(f"Could not read the tokenizer in {folder}: {exc}") from exc
 
 
-def load_hf_model(folder: Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """The plain Hugging Face model in `folder` (safetensors only), on `device`, in eval mode: for
+def load_hf_model(folder: Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                  device_map: str | dict | None = None, max_memory: dict | None = None,
+                  offload_folder: str | None = None) -> torch.nn.Module:
+    """The plain Hugging Face model in `folder` (safetensors only), in eval mode: on `device`, or
+    dispatched by Accelerate over `device_map` (GPUs, "cpu", "disk" under `offload_folder`). Also for
     callers that need no hooks (reference models, vocabulary surgery)."""
     from transformers import AutoModelForCausalLM
 
     from . import compat
 
     compat.install()
+    dispatch = {} if device_map is None else {"device_map": device_map, "max_memory": max_memory,
+                                               "offload_folder": offload_folder}
     try:
-        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True)
+        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True, **dispatch)
     except Exception as exc:
         raise ModelLoadError(f"Could not load the weights in {folder}: {exc}") from exc
-    return hf_model.to(device).eval()
+    return (hf_model if dispatch else hf_model.to(device)).eval()
 
 
-def boot(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-         wrap: Callable[[torch.nn.Module], None] | None = None, progress: Progress | None = None) -> ModelHandle:
+def boot(spec: str, *, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
+         device_map: str | dict | None = None, max_memory: str | dict | None = None,
+         offload_folder: str | os.PathLike | None = None, wrap: Callable[[torch.nn.Module], None] | None = None,
+         progress: Progress | None = None) -> ModelHandle:
     """A fresh, uncached handle for `spec`: the one way a model becomes a handle, for the shared cache
-    and for trainers alike. `wrap` changes the HF model in place before the bridge wraps its modules
-    (e.g. injects LoRA adapters, whose target names the bridge would otherwise rename)."""
+    and for trainers alike. Device, dtype and device map follow `devices.placement`. `wrap` changes
+    the HF model in place before the bridge wraps its modules (e.g. injects LoRA adapters, whose
+    target names the bridge would otherwise rename)."""
+    where = devices.placement(device, dtype, device_map, max_memory, offload_folder)
+    return _boot(spec, where, wrap, progress)
+
+
+def _boot(spec: str, where: devices.Placement, wrap: Callable[[torch.nn.Module], None] | None,
+          progress: Progress | None) -> ModelHandle:
     from transformer_lens.model_bridge import TransformerBridge
 
     resolved, folder = resolve_folder(spec, progress)
@@ -361,17 +428,20 @@ def boot(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dtype = 
         progress(0.9, f"Loading {spec}")
     start = time.time()
     tokenizer = load_tokenizer(folder)
-    hf_model = load_hf_model(folder, device=device, dtype=dtype)
+    hf_model = load_hf_model(folder, device=where.device, dtype=where.dtype, device_map=where.device_map,
+                             max_memory=where.max_memory, offload_folder=where.offload_folder)
     if wrap is not None:
         wrap(hf_model)
+    layers = _layer_devices(hf_model)
     try:
         bridge = TransformerBridge.boot_transformers(
-            str(folder), device=str(device), dtype=dtype, tokenizer=tokenizer, hf_model=hf_model
+            str(folder), device=str(where.device), dtype=where.dtype, tokenizer=tokenizer, hf_model=hf_model
         )
     except Exception as exc:
-        raise ModelLoadError(f"TransformerLens does not support this model ({exc}).") from exc
+        what = "this model" if where.device_map is None else f"this model over device map {where.device_map!r}"
+        raise ModelLoadError(f"TransformerLens does not support {what} ({exc}).") from exc
     bridge.eval()
-    handle = ModelHandle(bridge, tokenizer, _facts(spec, resolved, bridge, tokenizer, time.time() - start))
+    handle = ModelHandle(bridge, tokenizer, _facts(spec, resolved, bridge, tokenizer, time.time() - start, layers))
     if progress:
         progress(1.0, f"Loaded {spec}")
     return handle
@@ -385,14 +455,14 @@ class ModelCache:
         self._models: OrderedDict[tuple, ModelHandle] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, spec: str, device: str, dtype: torch.dtype, progress: Progress | None) -> ModelHandle:
+    def get(self, spec: str, where: devices.Placement, progress: Progress | None) -> ModelHandle:
         resolved = resolve_spec(spec, progress)
-        key = (resolved.path, device, str(dtype))
+        key = (resolved.path, *where.key())
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
-            handle = boot(spec, device=device, dtype=dtype, progress=progress)
+            handle = _boot(spec, where, None, progress)
             self._models[key] = handle
             while len(self._models) > self.capacity:
                 self._models.popitem(last=False)
@@ -406,7 +476,36 @@ class ModelCache:
 MODELS = ModelCache(capacity=int(os.environ.get("WORKBENCH_MAX_MODELS", "2")))
 
 
-def load(spec: str = DEFAULT_MODEL, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
-         progress: Progress | None = None) -> ModelHandle:
-    """Load a model by spec (default model, folder, `ckpt:NAME` or hub name); cached per process."""
-    return MODELS.get(str(spec), device, dtype, progress)
+_LOAD_OPTIONS = ("device", "dtype", "device_map", "max_memory", "offload_folder")
+_defaults: dict[str, Any] = {}
+
+
+def set_defaults(**options: Any) -> None:
+    """The options `load` uses where its caller leaves them at "auto" / None: `workbench app`'s
+    flags, so every tab's `load(spec)` opens the model the way the app was started (the
+    environment's WORKBENCH_DEVICE / WORKBENCH_DTYPE come after these). Replaces earlier defaults."""
+    unknown = set(options) - set(_LOAD_OPTIONS)
+    if unknown:
+        raise InputError(f"Unknown load option(s) {', '.join(sorted(unknown))}; use {', '.join(_LOAD_OPTIONS)}.")
+    _defaults.clear()
+    _defaults.update({k: v for k, v in options.items() if not _unset(v)})
+
+
+def _unset(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() == "auto")
+
+
+def load(spec: str = DEFAULT_MODEL, *, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
+         device_map: str | dict | None = None, max_memory: str | dict | None = None,
+         offload_folder: str | os.PathLike | None = None, progress: Progress | None = None) -> ModelHandle:
+    """Load a model by spec (default model, folder, `ckpt:NAME` or hub name); cached per process and
+    per placement. "auto" picks a CUDA GPU, then MPS, then the CPU, in bfloat16 on a GPU that has it
+    (else float16) and float32 on the CPU; `device_map` / `max_memory` / `offload_folder` spread a
+    model bigger than one device over GPUs, the CPU and the disk (see `workbench/devices.py`)."""
+    options = dict(device=device, dtype=dtype, device_map=device_map, max_memory=max_memory,
+                   offload_folder=offload_folder)
+    placed = not (_unset(device) and device_map is None)  # the caller chose where: no default placement
+    for name, value in _defaults.items():
+        if _unset(options[name]) and (name == "dtype" or not placed):
+            options[name] = value
+    return MODELS.get(str(spec), devices.placement(**options), progress)

@@ -152,6 +152,10 @@ def get(name: str) -> Checkpoint:
     run, step = parse_name(name)
     ckpts = list_checkpoints(run)
     if not ckpts:
+        from .limits import demo_mode
+
+        if demo_mode():  # a stranger learns neither the folder nor the other runs
+            raise CheckpointError(f"No published checkpoint named {run!r}.")
         known = sorted({c.run for c in list_checkpoints()})
         listing = f" Registered runs: {', '.join(known)}." if known else " The registry is empty."
         raise CheckpointError(f"No checkpoint named {run!r} in {root()}.{listing}")

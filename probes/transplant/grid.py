@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench import engine
+from workbench import distributed, engine, limits
 from workbench.cache import cached
 from workbench.datasets.tasks import Item, split_items
 from workbench.errors import InputError
@@ -172,6 +172,7 @@ def transplant(handle: ModelHandle, item: Item, s: int, t: int, site: str = "mlp
     control). Generation is greedy; `stop_at_newline` ends it at the first newline token.
     """
     check_site(site)
+    limits.check("max_new_tokens", max_new_tokens)
     s, t = engine.check_layer(handle, s, "source layer"), engine.check_layer(handle, t, "target layer")
     direction = check_direction(direction or default_direction(item.task))
     case = make_case(item, direction)
@@ -400,6 +401,9 @@ def transplant_grid(handle: ModelHandle, items: Sequence[Item], site: str = "mlp
             raise InputError("The 'targetfirst' mode needs a target_layer.")
         targets = [target_layer]
     src, tgt = _layers(handle, sources, "source layer"), _layers(handle, targets, "target layer")
+    limits.check("transplant_items", len(items))
+    limits.check("transplant_pairs", len(src) * len(tgt))
+    limits.check("max_new_tokens", max_new_tokens)
     cases = [make_case(item, direction) for item in items]
     partners = control_partners(items) if control else None
     params = {"site": site, "mode": mode, "sources": src, "targets": tgt, "control": control, "scoring": scoring,
@@ -434,14 +438,15 @@ def _row_keys(kinds: Sequence[str], cfg: _Settings) -> list[Key]:
                          for a in range(len(cfg.sources)) for b in range(len(cfg.targets))]
 
 
-def _fast_item(handle: ModelHandle, case: Case, answer: Answer, vectors: torch.Tensor, donors: dict[str, int],
-               kinds: Sequence[str], cfg: _Settings) -> dict[Key, Outcome]:
-    """Every row of one item over one shared prefix, `batch_size` rows per pass."""
+def _fast_item(handle: ModelHandle, case: Case, answer: Answer, vectors: Mapping[int, torch.Tensor],
+               donors: dict[str, int], kinds: Sequence[str], cfg: _Settings) -> dict[Key, Outcome]:
+    """Every row of one item over one shared prefix, `batch_size` rows per pass; `vectors[j]` holds
+    the (n_layers, d_model) source vectors of item j's auxiliary prompt."""
     pre = prefix(handle, engine.as_ids(handle, case.item.prompt))
     keys = _row_keys(kinds, cfg)
     targets = [None if k == BASELINE else cfg.targets[k[2]] for k in keys]
-    rows = torch.stack([torch.zeros_like(vectors[0, 0]) if k == BASELINE else vectors[donors[k[0]], cfg.sources[k[1]]]
-                        for k in keys])
+    zero = torch.zeros_like(vectors[donors["matched"]][0])
+    rows = torch.stack([zero if k == BASELINE else vectors[donors[k[0]]][cfg.sources[k[1]]] for k in keys])
     stop = engine.stop_ids(handle, cfg.stop_at_newline) if cfg.generate else frozenset()
     outcomes: dict[Key, Outcome] = {}
     for start in range(0, len(keys), cfg.batch_size):
@@ -479,18 +484,25 @@ def _grid(handle: ModelHandle, cases: list[Case], partners: list[int] | None, cf
     p_gold = {k: np.zeros(shape) for k in kinds}
     texts = {k: np.empty(shape, dtype=object) for k in kinds}
     base_correct, base_p, base_texts = np.zeros(n, bool), np.zeros(n), []
-    vectors = None
-    if fast:  # each auxiliary prompt runs once; a control borrows its partner's vectors
-        vectors = torch.stack([source_vectors(handle, engine.as_ids(handle, c.aux_prompt), cfg.site) for c in cases])
-    for i, case in enumerate(cases):
+    # Under `accelerate launch` each process runs a contiguous share of the items; an item's rows
+    # never meet another item's in a batch, so its outcomes do not depend on the split.
+    mine = distributed.share(n)
+    donors = [{"matched": i, "control": partners[i] if partners is not None else i} for i in range(n)]
+    vectors = {}
+    if fast:  # each auxiliary prompt of the share runs once; a control borrows its partner's vectors
+        needed = sorted({j for i in mine.positions for j in donors[i].values()})
+        vectors = {j: source_vectors(handle, engine.as_ids(handle, cases[j].aux_prompt), cfg.site) for j in needed}
+    shared = []
+    for k, i in enumerate(mine.positions):
         if progress:
-            progress(i / n, f"XTransplant: item {i + 1}/{n}")
+            progress(k / len(mine.positions), f"XTransplant: item {k + 1}/{len(mine.positions)}")
+        case = cases[i]
         answer = answer_for(handle, case.item)
-        donors = {"matched": i, "control": partners[i] if partners is not None else i}
         if fast:
-            outcomes = _fast_item(handle, case, answer, vectors, donors, kinds, cfg)
+            shared.append(_fast_item(handle, case, answer, vectors, donors[i], kinds, cfg))
         else:
-            outcomes = _plain_item(handle, case, cases, answer, donors, kinds, cfg)
+            shared.append(_plain_item(handle, case, cases, answer, donors[i], kinds, cfg))
+    for i, outcomes in enumerate(mine.gather(shared)):
         base = outcomes.pop(BASELINE)
         base_correct[i], base_p[i] = base.correct, base.p_gold
         base_texts.append(base.text)

@@ -46,8 +46,8 @@ def replace_hooks(site: str, targets: Sequence[int | None], vectors: torch.Tenso
         index = torch.tensor(rows, device=vectors.device)
 
         def replace(tensor: torch.Tensor, hook, index=index) -> torch.Tensor:
-            out = tensor.clone()
-            out[index, position] = vectors[index].to(out.dtype)
+            out = tensor.clone()  # the vectors follow the hooked tensor: its dtype, its (dispatched) device
+            out[index.to(out.device), position] = vectors[index].to(out.device, out.dtype)
             return out
 
         hooks.append((engine.hook_name(layer, check_site(site)), replace))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import torch
@@ -9,16 +10,34 @@ import torch
 from ..errors import InputError
 
 
+def check_text(text: object, what: str = "prompt") -> str:
+    """`text` if it is a string every tokenizer can read; a clear message for null, non-strings and
+    lone UTF-16 surrogates (which JSON can carry but UTF-8 cannot encode)."""
+    if text is None:
+        raise InputError(f"The {what} is empty.")
+    if not isinstance(text, str):
+        raise InputError(f"The {what} must be text, not {type(text).__name__}.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"The {what} holds a character that is not valid text (a lone surrogate "
+                         f"{text[exc.start]!r} at position {exc.start}).") from None
+    return text
+
+
 def as_ids(handle, prompt: str | Sequence[int] | torch.Tensor, prepend_bos: bool = True) -> torch.Tensor:
     """A (batch, seq) LongTensor on the model's device from text, a list of ids, or a tensor."""
-    if isinstance(prompt, str):
+    if prompt is None or isinstance(prompt, str):
+        prompt = check_text(prompt)
         if not prompt.strip():
             raise InputError("The prompt is empty.")
         ids = torch.tensor([handle.encode(prompt, prepend_bos=prepend_bos)])
     elif isinstance(prompt, torch.Tensor):
         ids = prompt if prompt.dim() == 2 else prompt.unsqueeze(0)
+    elif isinstance(prompt, (list, tuple)) and all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in prompt):
+        ids = torch.tensor([list(prompt)], dtype=torch.long)
     else:
-        ids = torch.tensor([list(prompt)])
+        raise InputError(f"The prompt must be text or a list of token ids, not {type(prompt).__name__}.")
     if ids.shape[-1] == 0:
         raise InputError("The prompt has no tokens.")
     if ids.shape[-1] > handle.facts.n_ctx:

@@ -15,10 +15,11 @@ from .sites import Hook
 def fork(cache, index: torch.Tensor):
     """A cache whose batch rows are `cache`'s rows `index` (repeats allowed). The original is left
     as it was: HF's dynamic cache layers replace their tensors rather than writing into them, so
-    copying the layer objects (not the tensors) is enough."""
+    copying the layer objects (not the tensors) is enough. The index goes to the CPU: a CPU index
+    selects rows on any device, so the layers of a model split over GPUs keep their caches."""
     forked = copy.copy(cache)
     forked.layers = [copy.copy(layer) for layer in cache.layers]
-    forked.batch_select_indices(index)
+    forked.batch_select_indices(index.cpu())
     return forked
 
 

@@ -38,8 +38,10 @@ def label_logprobs(handle, ids: torch.Tensor, labels: torch.Tensor, attention_ma
     with _grad_mode(grad), hooks(handle, fwd_hooks):
         hidden = handle.hf_model.base_model(input_ids=ids, attention_mask=attention_mask,
                                             use_cache=False).last_hidden_state
+        labels = labels.to(hidden.device)  # a model split over devices ends on another than it starts
         mask = labels[:, 1:] != IGNORE_INDEX
         logits = unembed(handle, hidden[:, :-1][mask]).float()
+        mask, labels = mask.to(logits.device), labels.to(logits.device)
         picked = torch.log_softmax(logits, dim=-1).gather(-1, labels[:, 1:][mask].unsqueeze(-1)).squeeze(-1)
         token_logprobs = torch.zeros(mask.shape, dtype=picked.dtype, device=picked.device)
         token_logprobs[mask] = picked

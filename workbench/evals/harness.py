@@ -37,7 +37,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from workbench import engine
+from workbench import engine, limits
 from workbench.cache import cached, stable_hash
 from workbench.datasets.tasks import Item, Task, TaskDataError, get_task, list_tasks, load_task
 from workbench.errors import InputError
@@ -432,9 +432,11 @@ def evaluate(
     chosen = _parse_langs(spec_task, langs)
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         raise InputError(f"n must be a positive number of items per language (or None for all), got {n!r}")
+    n = limits.capped("eval_items", n)  # demo mode: "all" means the cap
     new_tokens = GEN_TOKENS[spec_task.kind] if max_new_tokens is None else max_new_tokens
     if not isinstance(new_tokens, int) or new_tokens < 1:
         raise InputError(f"max_new_tokens must be a positive whole number, got {new_tokens!r}")
+    limits.check("max_new_tokens", new_tokens)
     per_lang = {lang: _load_items(spec_task, lang, n) for lang in chosen}
     empty = [lang for lang, items in per_lang.items() if not items]
     if empty:

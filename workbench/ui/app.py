@@ -14,6 +14,7 @@ import gradio as gr  # noqa: E402
 
 from .. import load  # noqa: E402
 from ..default_model import DEFAULT_MODEL  # noqa: E402
+from ..errors import InputError  # noqa: E402
 from .common import demo_mode, friendly, progress_callback  # noqa: E402
 from .model_card import model_card_markdown  # noqa: E402
 
@@ -37,6 +38,8 @@ The default model is **{DEFAULT_MODEL}** (dequantized 4-bit weights; see its car
 @friendly
 def load_model(spec: str, progress=gr.Progress()) -> str:
     """Load (or reuse) a model and return its card."""
+    if not isinstance(spec, str):
+        raise InputError("Give a model spec as text, e.g. gemma-3-270m.")
     handle = load(spec.strip(), progress=progress_callback(progress))
     return model_card_markdown(handle.facts)
 
@@ -55,8 +58,9 @@ def build_app(default_spec: str = DEFAULT_MODEL) -> gr.Blocks:
         if demo_mode():
             gr.Markdown("**Demo mode**: input sizes are capped and training is disabled.")
         with gr.Row():
-            model_spec = gr.Textbox(value=default_spec, label="Model",
-                                    info="gemma-3-270m, a local folder, ckpt:NAME or a Hugging Face hub name", scale=4)
+            info = ("the default model or a published checkpoint (ckpt:NAME)" if demo_mode() else
+                    "gemma-3-270m, a local folder, ckpt:NAME or a Hugging Face hub name")
+            model_spec = gr.Textbox(value=default_spec, label="Model", info=info, scale=4)
             load_button = gr.Button("Load model", variant="primary", scale=1)
         card = gr.Markdown(elem_id="model-card")
         load_button.click(load_model, inputs=model_spec, outputs=card, api_name="model_info")

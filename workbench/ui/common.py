@@ -6,6 +6,7 @@ Tabs stay thin: parse inputs, call the same probe/trainer API a notebook uses, s
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import math
 import os
@@ -16,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 import gradio as gr
 
+from .. import limits
 from ..errors import InputError, WorkbenchError, storage_message
 from ..progress import Progress
 from ..results import dumps
@@ -27,11 +29,16 @@ def friendly(fn: Callable) -> Callable:
     """Wrap a Gradio handler: user errors become a clear message, bugs a short one plus a log
     entry; never a stack trace in the page, and the app keeps serving."""
 
+    checks = _field_checks(fn)
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
+            _check_fields(fn, checks, args, kwargs)
             return fn(*args, **kwargs)
-        except gr.Error:
+        except gr.Error as exc:
+            if limits.demo_mode():
+                raise gr.Error(limits.scrub(str(exc.message or ""))) from None
             raise
         except (WorkbenchError, ValueError, KeyError, IndexError, FileNotFoundError) as exc:
             raise gr.Error(_message(exc)) from None
@@ -42,7 +49,7 @@ def friendly(fn: Callable) -> Callable:
             if message is None:
                 log.exception("Handler %s failed", getattr(fn, "__name__", fn))
                 message = f"Internal error ({type(exc).__name__}): {_message(exc)}. See the server log."
-            raise gr.Error(message) from None
+            raise gr.Error(limits.scrub(message)) from None
         except Exception as exc:  # noqa: BLE001 - the UI must survive any bug
             log.exception("Handler %s failed", getattr(fn, "__name__", fn))
             raise gr.Error(f"Internal error ({type(exc).__name__}): {_message(exc)}. See the server log.") from None
@@ -50,9 +57,57 @@ def friendly(fn: Callable) -> Callable:
     return wrapper
 
 
+_TEXT = ("str", "str | None")
+_TEXTS = ("list[str]", "list[str] | None")
+
+
+def _field_checks(fn: Callable) -> dict[str, str]:
+    """Parameter -> "text" or "texts" for the handler's parameters annotated `str` / `list[str]`:
+    what an HTTP client may send there is checked before the handler runs."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    kinds = {}
+    for p in params:
+        annotation = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+        if annotation in _TEXT:
+            kinds[p.name] = "text"
+        elif annotation in _TEXTS:
+            kinds[p.name] = "texts"
+    return kinds
+
+
+def _check_fields(fn: Callable, checks: dict[str, str], args: tuple, kwargs: dict) -> None:
+    """Raw HTTP payloads: null is allowed (an empty field), a text field must hold text a tokenizer
+    can read (no lone surrogates), a list field a list of such texts; else a readable InputError."""
+    from ..engine.inputs import check_text
+
+    if not checks:
+        return
+    try:
+        bound = inspect.signature(fn).bind_partial(*args, **kwargs).arguments
+    except TypeError:
+        return  # a wrong call: the handler's own error
+    for name, kind in checks.items():
+        value = bound.get(name)
+        if value is None:
+            continue
+        what = name.replace("_", " ")
+        if kind == "text":
+            check_text(value, f"field '{what}'")
+        else:
+            if not isinstance(value, (list, tuple)):
+                raise InputError(f"The field '{what}' must be a list of text, not {type(value).__name__}.")
+            for item in value:
+                check_text(item, f"field '{what}'")
+
+
 def _message(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
-    return text.strip("'\"") if isinstance(exc, KeyError) else text
+    # lone surrogates cannot be sent to the page as UTF-8
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return limits.scrub(text.strip("'\"") if isinstance(exc, KeyError) else text)
 
 
 def _shown(value: Any) -> str:
@@ -97,6 +152,16 @@ def require(obj: Any, kind: type | tuple[type, ...], message: str) -> Any:
     if not isinstance(obj, kind):
         raise InputError(message)
     return obj
+
+
+def upload_path(upload: Any) -> str:
+    """The path of an uploaded file (a path string or Gradio's file object), or an InputError."""
+    from ..engine.inputs import check_text
+
+    path = upload if isinstance(upload, str) else getattr(upload, "name", None)
+    if not isinstance(path, str):
+        raise InputError(f"The upload must be a file, not {type(upload).__name__}.")
+    return check_text(path, "upload's file name")
 
 
 def progress_callback(progress: Any) -> Progress:
@@ -158,5 +223,5 @@ def export_copy(path: str | Path) -> str:
 
 
 def demo_mode() -> bool:
-    """WORKBENCH_DEMO=1 (set on the public Space): capped inputs, no training."""
-    return os.environ.get("WORKBENCH_DEMO", "").lower() in {"1", "true", "yes"}
+    """WORKBENCH_DEMO=1 (set on the public Space): capped inputs, no training (`workbench.limits`)."""
+    return limits.demo_mode()

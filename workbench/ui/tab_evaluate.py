@@ -16,10 +16,12 @@ from workbench.errors import InputError
 from workbench.evals.harness import METRIC_LABELS, MODES, EvalResult, evaluate
 from workbench.evals.globesumm.mcms import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PIPELINES, PIPELINE_NAMES, MCMSResult, run_mcms
 
-from .common import as_int, demo_mode, export_rows, friendly, progress_callback, require
+from workbench import limits
 
-DEMO_MAX_ITEMS = 20
-DEMO_MAX_EVENTS = 2
+from .common import as_int, export_rows, friendly, progress_callback, require, upload_path
+
+DEMO_MAX_ITEMS = limits.cap("eval_items")
+DEMO_MAX_EVENTS = limits.cap("events")
 DEFAULT_TASK = "xnli"
 DEFAULT_LANGS = ["en", "fr", "de", "zh", "ja"]
 
@@ -53,12 +55,12 @@ are shortened when a prompt would not fit the model's context."""
 
 
 def _items_per_language(n) -> int | None:
-    """Empty means all items; anything else must be a whole number (the API checks it is >= 1)."""
+    """Empty means all items (in demo mode: the cap); anything else must be a whole number (the
+    API checks it is >= 1)."""
     if n is None or (isinstance(n, str) and not n.strip()):
-        return None
+        return limits.capped("eval_items", None)
     value = as_int(n, "The number of items")
-    if demo_mode() and (value < 1 or value > DEMO_MAX_ITEMS):
-        raise InputError(f"The demo runs 1 to {DEMO_MAX_ITEMS} items per language.")
+    limits.check("eval_items", value)
     return value
 
 
@@ -108,7 +110,7 @@ def export_eval(result: EvalResult | None, kind: str) -> list[str]:
 def _upload_path(upload) -> str | None:
     if upload is None:
         return None
-    return upload if isinstance(upload, str) else upload.name
+    return upload_path(upload)
 
 
 @friendly
@@ -120,9 +122,9 @@ def run_globesumm(spec: str, pipelines: list[str], n_events, upload, max_new_tok
     count = len(events) if n_events is None else as_int(n_events, "Events")
     if count < 1:
         raise InputError("Summarize at least one event.")
-    if demo_mode() and count > DEMO_MAX_EVENTS:
-        raise InputError(f"The demo summarizes at most {DEMO_MAX_EVENTS} events.")
+    limits.check("events", count)
     new_tokens = as_int(max_new_tokens, "The number of new tokens")
+    limits.check("max_new_tokens", new_tokens)
     result = run_mcms(spec, events[:count], pipelines or [], max_new_tokens=new_tokens,
                       chat=bool(chat), progress=progress_callback(progress))
     table = result.summary()

@@ -15,11 +15,11 @@ import pandas as pd
 
 from probes import pivot as lens
 from probes import representation as rep
-from workbench import engine, load
+from workbench import limits, load
 from workbench.datasets import lexicon
 from workbench.errors import InputError
 
-from .common import as_int, demo_mode, export_rows, friendly, progress_callback, require
+from .common import as_int, export_rows, friendly, progress_callback, require, upload_path
 
 SOURCES = {
     "Concept list (committed)": "concepts",
@@ -29,8 +29,8 @@ SOURCES = {
     "CLDR language names": "languages",
     "Uploaded CSV": "upload",
 }
-DEMO_MAX_ITEMS = 60
-DEMO_MAX_SHOTS = 5
+DEMO_MAX_ITEMS = limits.cap("pivot_items")
+DEMO_MAX_SHOTS = limits.cap("pivot_shots")
 DEFAULT_GRID_PROMPT = 'Français: "forêt" - 中文: "森林"\nFrançais: "cochon" - 中文: "猪"\nFrançais: "eau" - 中文: "'
 
 INTRO = """**Does the model think in English?** (Wendler et al. 2024.) The logit lens reads every layer's
@@ -52,7 +52,7 @@ def _code(text: str, what: str) -> str:
 def _upload_path(upload) -> str:
     if upload is None:
         raise InputError("Upload a CSV file first (or choose a built-in word list).")
-    return upload if isinstance(upload, str) else upload.name
+    return upload_path(upload)
 
 
 def word_table(source: str, upload, languages: list[str]) -> pd.DataFrame:
@@ -85,8 +85,7 @@ def _sample(frame: pd.DataFrame, max_items, seed: int) -> pd.DataFrame:
     n = as_int(max_items, "Max items")
     if n < 1:
         raise InputError("Use at least one item.")
-    if demo_mode() and n > DEMO_MAX_ITEMS:
-        raise InputError(f"The demo runs at most {DEMO_MAX_ITEMS} items.")
+    limits.check("pivot_items", n)
     return frame.sample(n=n, random_state=seed).sort_index() if len(frame) > n else frame
 
 
@@ -106,8 +105,7 @@ def run_pivot(spec: str, source: str, upload, task: str, src_lang: str, tgt_lang
     tgt = _code(tgt_lang, "target")
     src = _code(src_lang, "source") if task == "translation" else tgt
     k, seed = as_int(k_shot, "Examples per prompt (k)", 0), as_int(seed, "Seed", 0)
-    if demo_mode() and k > DEMO_MAX_SHOTS:
-        raise InputError(f"The demo uses at most {DEMO_MAX_SHOTS} examples per prompt.")
+    limits.check("pivot_shots", k)
     if task == "cloze":
         table = cloze_table(source, upload, tgt)
     else:
@@ -132,8 +130,6 @@ def export_pivot(result: lens.PivotResult | None, kind: str) -> list[str]:
 def run_grid(spec: str, prompt: str, top_k: float):
     """Logit-lens grid of one prompt: heatmap and the CSV of every cell's top-k."""
     handle = load(spec)
-    if demo_mode() and engine.as_ids(handle, prompt).shape[-1] > 128:
-        raise InputError("The demo shows prompts of at most 128 tokens.")
     grid = lens.logit_lens_grid(handle, prompt, top_k=as_int(top_k, "Top-k", 1))
     return grid.figure(), export_rows({"cells": grid.to_frame()}, "logit-lens-grid")[0]
 

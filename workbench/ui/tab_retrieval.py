@@ -7,14 +7,14 @@ from __future__ import annotations
 import gradio as gr
 
 from probes import masking, retrieval
-from workbench import load
+from workbench import limits, load
 from workbench.datasets import haystack
 from workbench.errors import InputError
 
-from .common import as_int, demo_mode, export_rows, friendly, progress_callback, require
+from .common import as_int, export_rows, friendly, progress_callback, require
 
-DEMO_MAX_TOKENS = 1024
-DEMO_MAX_TRIALS = 18
+DEMO_MAX_TOKENS = limits.cap("context_tokens")
+DEMO_MAX_TRIALS = limits.cap("retrieval_trials")
 
 INTRO = """Retrieval heads (Wu et al. 2024) copy a fact from far back in the context. A needle
 sentence is hidden in a haystack text; while the model answers, a head scores ``1/(needle length)``
@@ -38,11 +38,8 @@ def _grid(lengths: str, depths: str, n_needles, n_langs: int = 1) -> tuple[list[
     sizes = _numbers(lengths, int, "context length")
     fractions = _numbers(depths, float, "depth")
     n = as_int(n_needles, "Needles", 1)
-    if demo_mode():
-        if max(sizes) > DEMO_MAX_TOKENS:
-            raise InputError(f"The demo reads at most {DEMO_MAX_TOKENS} context tokens.")
-        if len(sizes) * len(fractions) * n * n_langs > DEMO_MAX_TRIALS:
-            raise InputError(f"The demo runs at most {DEMO_MAX_TRIALS} trials; use fewer lengths, depths or needles.")
+    limits.check("context_tokens", max(sizes))
+    limits.check("retrieval_trials", len(sizes) * len(fractions) * n * n_langs)
     return sizes, fractions, n
 
 
@@ -87,7 +84,9 @@ def export_scores(result: retrieval.RetrievalResult | None, kind: str) -> str:
 def needle_prompt(spec: str, lang: str, length: float = 256) -> str:
     """A ready-made trial prompt (needle in the middle) for the masking playground."""
     handle = load(spec)
-    trial = retrieval.make_trials(handle, lang, [as_int(length, "Context length", 1)], [0.5], 1)[0]
+    length = as_int(length, "Context length", 1)
+    limits.check("context_tokens", length)
+    trial = retrieval.make_trials(handle, lang, [length], [0.5], 1)[0]
     return handle.decode(trial.prompt_ids)
 
 

@@ -12,7 +12,7 @@ import html
 import gradio as gr
 
 from ..errors import InputError
-from .common import as_int, as_number, demo_mode, friendly
+from .common import as_int, as_number, demo_mode, friendly, upload_path
 
 DEMO_CHOICE = "Demo set (fr, de, zh, es)"
 UPLOAD_CHOICE = "Upload a JSONL file"
@@ -44,19 +44,22 @@ def start_training(method: str, base: str, model_spec: str, data_choice: str, up
         raise gr.Error("Training is disabled in demo mode. Run the workbench locally to train models.")
     from trainers.config import TrainConfig
     from trainers.data import load_jsonl
-    from trainers.jobs import TrainingJob
+    from trainers.jobs import TrainingJob, check_base_model
     from trainers.methods import build_method
 
     from .. import registry
-    from ..models import resolve_spec
 
+    for value, what in ((method, "The method"), (base, "The base model"), (model_spec, "The model"),
+                        (languages, "The languages"), (run_name, "The run name")):
+        if value is not None and not isinstance(value, str):
+            raise InputError(f"{what} must be text, not {type(value).__name__}.")
     spec = (base or model_spec or "").strip()
     if not spec:
         raise InputError("Choose a base model or checkpoint to train.")
     if data_choice == UPLOAD_CHOICE:
         if not upload:
             raise InputError("Upload a JSONL file of training records, or choose the demo set.")
-        data = upload if isinstance(upload, str) else upload.name
+        data = upload_path(upload)
     else:
         data = "demo"
     running = [run for run, job in JOBS.items() if job.running]
@@ -69,11 +72,12 @@ def start_training(method: str, base: str, model_spec: str, data_choice: str, up
                          max_length=as_int(max_length, "Max tokens"), lora=bool(lora), lora_r=rank,
                          lora_alpha=2 * rank, seed=as_int(seed, "Seed"),
                          output=(run_name or "").strip())
-    if config.output and registry.latest(config.output):
-        raise InputError(f"Run {config.output!r} already has checkpoints; choose another run name.")
     method_obj = build_method(config.method, config.method_args)
     load_jsonl(config.data, getattr(method_obj, "required_fields", ("instruction", "output")), config.languages)
-    resolve_spec(spec)  # unknown folders and checkpoints fail here, not in the job
+    # unknown folders and checkpoints, /etc, pickle-only folders fail here, not in the job
+    check_base_model(spec)
+    if config.output and registry.latest(config.output):  # names that leave their folder fail here too
+        raise InputError(f"Run {config.output!r} already has checkpoints; choose another run name.")
     job = TrainingJob.start(config)
     JOBS[job.run] = job
     return job.run, f"Started **{job.run}**: {method} on `{spec}`, {config.max_steps} steps.", gr.Timer(active=True)

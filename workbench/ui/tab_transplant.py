@@ -12,14 +12,14 @@ import pandas as pd
 
 from probes import transplant as xt
 from probes.transplant.cases import DIRECTIONS
-from workbench import load
+from workbench import limits, load
 from workbench.datasets.tasks import get_task, list_tasks, load_task
 from workbench.errors import InputError
 
 from .common import as_int, demo_mode, export_rows, friendly, progress_callback
 
-DEMO_MAX_ITEMS = 12
-DEMO_MAX_PAIRS = 81
+DEMO_MAX_ITEMS = limits.cap("transplant_items")
+DEMO_MAX_PAIRS = limits.cap("transplant_pairs")
 TASK_DEFAULT = "task default"
 
 INTRO = """**XTransplant** (arXiv 2412.12686). Each item has a *main* prompt (the one answered) and an
@@ -114,9 +114,9 @@ def run_grids(spec: str, task: str, langs: list[str], direction: str, site: str,
     chosen = parse_layers(layers, handle.n_layers)
     n_src = len(chosen) if chosen is not None else handle.n_layers
     pairs = n_src * (1 if mode == "targetfirst" else n_src)
-    if demo_mode() and (n > DEMO_MAX_ITEMS or pairs > DEMO_MAX_PAIRS):
-        raise InputError(f"The demo runs at most {DEMO_MAX_ITEMS} items and {DEMO_MAX_PAIRS} pairs; "
-                         "use fewer items or a layer subset such as '0-17:3'.")
+    limits.check("transplant_items", n)
+    limits.check("transplant_pairs", pairs)  # fewer: a layer subset such as '0-17:3'
+    limits.check("max_new_tokens", new_tokens)
     report = progress_callback(progress)
     grids: dict[str, xt.TransplantGrid] = {}
     for k, lang in enumerate(langs):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from .. import limits
 from ..errors import InputError
 from .common import as_int, export_copy, export_rows, friendly
 
@@ -60,6 +61,7 @@ def prepare_training_data(entities: float, forget_entities: float, seed: float):
 
     from ..paths import safe_child
 
+    limits.check("entities", as_int(entities, "Invented entities"))
     config = UnlearningPipelineConfig(name="data", entities=as_int(entities, "Invented entities"),
                                       forget_entities=as_int(forget_entities, "Entities to forget"),
                                       seed=as_int(seed, "Seed"))
@@ -70,7 +72,9 @@ def prepare_training_data(entities: float, forget_entities: float, seed: float):
     message = (f"{len(splits.forget)} forget, {len(splits.target)} target and {len(splits.retain)} retain QA pairs "
                f"about {config.entities} invented entities. In the Train tab: method `sft` on `{inject.name}` "
                f"injects them; then any `unlearn-*` method on `{unlearn.name}` from that checkpoint unlearns "
-               f"them (`{retain.name}` trains the retain-only model). Files are in {folder}.")
+               f"them (`{retain.name}` trains the retain-only model).")
+    if not limits.demo_mode():  # the server's folder is no stranger's business
+        message += f" Files are in {folder}."
     # the files stay in the home for the Train tab; the page downloads copies (Gradio serves temp files only)
     return [export_copy(path) for path in (inject, retain, unlearn, folder / "splits.jsonl")], message
 

@@ -100,8 +100,8 @@ def connection(vectors: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
 def add_at_tags(tensor: torch.Tensor, tags: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """`tensor` (B, T, d) with `delta[r]` added at row r's tag position (out of place, so autograd
     sees it); every other position is returned unchanged."""
-    rows = torch.arange(delta.shape[0], device=delta.device)
-    return tensor.index_put((rows, tags), delta.to(tensor.dtype), accumulate=True)
+    rows = torch.arange(delta.shape[0], device=tensor.device)
+    return tensor.index_put((rows, tags.to(tensor.device)), delta.to(tensor.device, tensor.dtype), accumulate=True)
 
 
 def injection_hook(tags: torch.Tensor, delta: torch.Tensor) -> engine.Hook:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from workbench.cli import command
+from workbench.results import dumps
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
@@ -55,7 +55,7 @@ def _run(args) -> None:
 
         with progress_bar("evaluate") as report:
             result = evaluate_faithfulness(handle, items, args.system, args.alpha, progress=report)
-        print(json.dumps(result.summary().iloc[0].to_dict(), indent=1, default=float))
+        print(dumps(result.summary().iloc[0].to_dict(), indent=1))
 
 
 command("rhio", "RHIO pipeline: prepare control tokens, augment with masked retrieval heads, evaluate")((_configure, _run))

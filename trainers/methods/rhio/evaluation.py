@@ -32,7 +32,9 @@ def answer(handle: ModelHandle, item, system: str = "plain", alpha: float = 1.0,
     """One item's answer under `system`: "plain" (no control token), "pos" ([POS] prompt) or
     "contrastive" ((1 + a) z_POS - a z_NEG)."""
     from trainers.methods import rhio
+    from workbench import limits
 
+    limits.check("max_new_tokens", max_new_tokens)
     prompt = rhio.faithfulness_prompt(item.question, item.documents, max_chars)
     if system == "plain":
         return engine.generate_greedy(handle, prompt, max_new_tokens).text.strip()

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from workbench import engine
+from workbench import engine, limits
 from workbench.cache import cached, stable_hash
 from workbench.evals.globesumm.data import PIPELINES, Event, SummaryRun, load_events, summarize
 from workbench.errors import InputError
@@ -228,7 +228,9 @@ def run_mcms(
     chosen = _check_pipelines(pipelines)
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be a positive whole number, got {max_new_tokens!r}")
+    limits.check("max_new_tokens", max_new_tokens)
     loaded = _check_events(events, target_lang)
+    limits.check("events", len(loaded))
     handle = as_handle(spec_or_handle)
     if chat and not handle.facts.chat_template:
         raise InputError(f"{handle.facts.spec} has no chat template: run with chat=False")
